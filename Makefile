@@ -1,0 +1,35 @@
+# The two set-up commands of the README are `make book` and `make test`;
+# both create .venv on first use. Everything else is an extra.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv book test gpu-test clean
+
+# Reinstall when the pins or the package metadata change.
+$(VENV)/installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	touch $@
+
+venv: $(VENV)/installed
+
+# The website, into _build/html: every notebook executed afresh, any warning an error.
+book: $(VENV)/installed
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# Package tests, doctests and every chapter under nbval (settings in pyproject.toml).
+test: $(VENV)/installed
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# On a CUDA machine after `pip install -r requirements-gpu.txt`: the CuPy half of the tests
+# and every chapter on the GPU.
+gpu-test: $(VENV)/installed
+	$(BIN)/python -m pytest -m gpu tests
+	XENTLIB_BACKEND=cupy $(BIN)/python -m pytest book
+
+clean:
+	rm -rf _build

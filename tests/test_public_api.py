@@ -1,0 +1,51 @@
+"""The public names and signatures of DESIGN §2, and an import that leaves CuPy alone."""
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+import xentlib
+
+OPTIONS = ["axis", "weight", "ignore_index", "label_smoothing", "z_loss", "reduction"]
+
+SIGNATURES = {
+    "softmax": ["x", "axis"],
+    "log_softmax": ["x", "axis"],
+    "logsumexp": ["x", "axis", "keepdims"],
+    "one_hot": ["labels", "num_classes", "dtype"],
+    "cross_entropy": ["logits", "target", *OPTIONS],
+    "cross_entropy_grad": ["logits", "target", *OPTIONS],
+    "cross_entropy_with_grad": ["logits", "target", "out", *OPTIONS],
+    "numerical_gradient": ["f", "x", "eps"],
+    "get_namespace": ["arrays"],
+    "default_namespace": [],
+    "to_numpy": ["x"],
+}
+
+
+def test_all_lists_the_design():
+    assert sorted(xentlib.__all__) == sorted([*SIGNATURES, "naive"])
+
+
+@pytest.mark.parametrize("name", SIGNATURES)
+def test_signature(name):
+    parameters = inspect.signature(getattr(xentlib, name)).parameters
+    assert list(parameters) == SIGNATURES[name]
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad"])
+def test_options_are_keyword_only_with_torch_like_defaults(name):
+    parameters = inspect.signature(getattr(xentlib, name)).parameters
+    assert all(parameters[o].kind is inspect.Parameter.KEYWORD_ONLY for o in OPTIONS)
+    defaults = {o: parameters[o].default for o in OPTIONS}
+    assert defaults == dict(axis=-1, weight=None, ignore_index=None, label_smoothing=0.0, z_loss=0.0,
+                            reduction="mean")
+
+
+def test_import_does_not_import_cupy():
+    # In a fresh interpreter: this process's conftest may already have imported CuPy.
+    code = "import sys, xentlib; print('cupy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,207 @@
+"""Input validation: one function per rule of DESIGN §3, each with its message.
+
+Messages follow one pattern, ``<function>: <argument>[<index>] = <value> <what
+is wrong>; expected <what is right>``, and tests match them, so they are API.
+A check costs one device-to-host sync (``bool(xp.any(bad))``); only when it is
+about to raise does it look for the first offender.
+"""
+
+import numbers
+
+__all__ = [
+    "check_ignore_index",
+    "check_label_smoothing",
+    "check_num_classes",
+    "check_out",
+    "check_reduction",
+    "check_z_loss",
+    "classes_last",
+    "index_target",
+    "probability_target",
+    "result_dtype",
+    "target_kind",
+    "weight_vector",
+    "work_dtype",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _where(position):
+    """``[1, 0]`` for a position tuple, nothing for a 0-d array."""
+    return f"[{', '.join(map(str, position))}]" if position else ""
+
+
+def _first(xp, bad):
+    """Index tuple of the first True entry of ``bad``."""
+    return tuple(int(i) for i in xp.argwhere(bad)[0])
+
+
+def _is_half(dtype):
+    # bfloat16 comes from ml_dtypes and has no NumPy kind of its own; its name is stable.
+    return dtype.name in ("float16", "bfloat16")
+
+
+def work_dtype(func, name, dtype, xp):
+    """The dtype to compute in: float32 for half precision, float64 for integers."""
+    if _is_half(dtype):
+        return xp.dtype(xp.float32)
+    if dtype.kind == "f":
+        return dtype
+    if dtype.kind in "iu":
+        return xp.dtype(xp.float64)
+    msg = f"{func}: {name} has dtype {dtype}; expected real numbers (floating point or integer)"
+    raise TypeError(msg)
+
+
+def result_dtype(dtype, xp):
+    """The dtype results come back in: the input's, or float64 for integer input."""
+    return xp.dtype(xp.float64) if dtype.kind in "iu" else dtype
+
+
+def classes_last(func, logits, axis, xp):
+    """Validate ``logits`` and ``axis``; return the logits as a float view with classes last.
+
+    The view is the caller's own array whenever no conversion is needed, so
+    nothing downstream may write into it.
+    """
+    dtype = work_dtype(func, "logits", logits.dtype, xp)
+    if logits.ndim == 0:
+        msg = f"{func}: logits is 0-dimensional; expected an array with a class axis"
+        raise ValueError(msg)
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        msg = f"{func}: axis = {axis!r}; expected an integer"
+        raise TypeError(msg)
+    if not -logits.ndim <= axis < logits.ndim:
+        msg = f"{func}: axis = {axis} is out of range for logits with {logits.ndim} dims"
+        raise ValueError(msg)
+    if logits.shape[axis] == 0:
+        msg = f"{func}: logits has no classes (size 0 on axis {axis}); expected at least one"
+        raise ValueError(msg)
+    return xp.moveaxis(logits, axis, -1).astype(dtype, copy=False)
+
+
+def target_kind(func, target, logits_shape, axis):
+    """Return ``"index"`` or ``"probability"`` from the target's shape and dtype."""
+    a = axis % len(logits_shape)
+    batch_shape = logits_shape[:a] + logits_shape[a + 1 :]
+    kind = target.dtype.kind
+    if target.shape == batch_shape and kind in "iu":
+        return "index"
+    if target.shape == logits_shape and (kind == "f" or _is_half(target.dtype)):
+        return "probability"
+    if target.shape == batch_shape:
+        msg = (
+            f"{func}: target has dtype {target.dtype} and shape {target.shape}, the shape of "
+            f"class indices for logits of shape {logits_shape}; expected an integer dtype, "
+            f"or probabilities of shape {logits_shape}"
+        )
+        raise TypeError(msg)
+    if target.shape == logits_shape:
+        msg = (
+            f"{func}: target has dtype {target.dtype} and the shape of logits {logits_shape}; "
+            "expected floating-point probabilities (xentlib.one_hot makes them from labels), "
+            f"or integer class indices of shape {batch_shape}"
+        )
+        raise TypeError(msg)
+    msg = (
+        f"{func}: target has shape {target.shape}; expected {batch_shape} (class indices) "
+        f"or {logits_shape} (probabilities) for logits of shape {logits_shape} with axis={axis}"
+    )
+    raise ValueError(msg)
+
+
+def index_target(func, name, labels, num_classes, axis, ignore_index, xp):
+    """Check that every class index is in ``[0, num_classes)`` or is ``ignore_index``."""
+    if labels.size == 0:
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bool(xp.any(bad)):
+        position = _first(xp, bad)
+        msg = (
+            f"{func}: {name}{_where(position)} = {int(labels[position])} is outside "
+            f"[0, {num_classes})"
+        )
+        if axis is not None:
+            msg += f" ({num_classes} classes on axis {axis})"
+        if ignore_index is not None:
+            msg += f" and is not ignore_index={ignore_index}"
+        raise ValueError(msg)
+
+
+def probability_target(func, target, xp):
+    """Check that every probability is a number >= 0 (rows need not sum to 1, as in torch)."""
+    bad = ~(target >= 0)
+    if bool(xp.any(bad)):
+        position = _first(xp, bad)
+        value = float(target[position])
+        what = "is not a number" if value != value else "is negative"
+        msg = f"{func}: target{_where(position)} = {value} {what}; expected probabilities >= 0"
+        raise ValueError(msg)
+
+
+def weight_vector(func, weight, num_classes, dtype, xp):
+    """Return ``weight`` as a float vector of one entry per class."""
+    weight = xp.asarray(weight)
+    work_dtype(func, "weight", weight.dtype, xp)
+    if weight.shape != (num_classes,):
+        got = f"{weight.shape[0]} entries" if weight.ndim == 1 else f"shape {weight.shape}"
+        msg = f"{func}: weight has {got}; expected one per class ({num_classes})"
+        raise ValueError(msg)
+    return weight.astype(dtype, copy=False)
+
+
+def _is_real(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_label_smoothing(func, label_smoothing):
+    if not (_is_real(label_smoothing) and 0 <= label_smoothing <= 1):
+        msg = f"{func}: label_smoothing = {label_smoothing!r}; expected a number in [0, 1]"
+        raise ValueError(msg)
+
+
+def check_z_loss(func, z_loss):
+    if not (_is_real(z_loss) and 0 <= z_loss < float("inf")):
+        msg = f"{func}: z_loss = {z_loss!r}; expected a finite number >= 0"
+        raise ValueError(msg)
+
+
+def check_num_classes(func, num_classes):
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
+        msg = f"{func}: num_classes = {num_classes!r}; expected a positive integer"
+        raise ValueError(msg)
+
+
+def check_reduction(func, reduction):
+    if isinstance(reduction, str) and reduction in _REDUCTIONS:
+        return
+    if _is_real(reduction) and 0 < reduction < float("inf"):
+        return
+    msg = f"{func}: reduction = {reduction!r}; expected 'none', 'mean', 'sum' or a positive number"
+    raise ValueError(msg)
+
+
+def check_ignore_index(func, ignore_index, kind):
+    if ignore_index is None:
+        return
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
+        msg = f"{func}: ignore_index = {ignore_index!r}; expected an integer or None"
+        raise TypeError(msg)
+    if kind == "probability":
+        msg = (
+            f"{func}: ignore_index = {ignore_index} applies to class-index targets only; "
+            "target holds probabilities (leave ignore_index=None)"
+        )
+        raise ValueError(msg)
+
+
+def check_out(func, out, shape, dtype):
+    if out.shape != shape:
+        msg = f"{func}: out has shape {out.shape}; expected the shape of logits {shape}"
+        raise ValueError(msg)
+    if out.dtype != dtype:
+        msg = f"{func}: out has dtype {out.dtype}; expected {dtype}, the dtype of the gradient"
+        raise TypeError(msg)
