@@ -57,7 +57,7 @@ class _ClassIndices:
         loss = xp.where(self.hit == 0, 0, self.hit * (s[..., 0] - label_shifted))
         if self.spread is not None:
             loss = loss + _weighted_nll(self.spread, shifted, s, xp)
-        return self.on_items(loss)
+        return loss
 
     def subtract_from(self, grad, scale):
         xp = self.xp
@@ -65,9 +65,9 @@ class _ClassIndices:
         label_grad = xp.take_along_axis(grad, index, axis=-1) - (scale * self.hit)[..., None]
         xp.put_along_axis(grad, index, label_grad, axis=-1)
         if self.spread is not None:
-            grad -= scale * self.on_items(xp.ones_like(self.hit))[..., None] * self.spread
+            grad -= scale * self.spread
         if self.valid is not None:
-            grad[~self.valid] = 0  # also where a NaN logit would leave 0 * NaN
+            grad[~self.valid] = 0  # ignored items, even where a NaN logit left 0 * NaN
 
 
 class _Probabilities:
@@ -91,9 +91,10 @@ class _Probabilities:
         grad -= scale * self.q
 
 
-def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction):
-    """Validate everything; return the namespace, logits with classes last, and the target."""
-    xp = namespace_of(func, logits=logits, target=target, weight=weight)
+def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction,
+             out=None):
+    """Validate everything; return the namespace, the logits as given and with classes last, and the target."""
+    xp = namespace_of(func, logits=logits, target=target, weight=weight, out=out)
     logits, target = xp.asarray(logits), xp.asarray(target)
     z = _checks.classes_last(func, logits, axis, xp)
     kind = _checks.target_kind(func, target, logits.shape, axis)
@@ -108,10 +109,10 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
         weight = _checks.weight_vector(func, weight, num_classes, z.dtype, xp)
     if kind == "index":
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
-        return xp, z, _ClassIndices(xp, target, weight, ignore_index, label_smoothing)
+        return xp, logits, z, _ClassIndices(xp, target, weight, ignore_index, label_smoothing)
     _checks.probability_target(func, target, xp)
     probabilities = xp.moveaxis(target, axis, -1).astype(z.dtype, copy=False)
-    return xp, z, _Probabilities(xp, probabilities, weight, label_smoothing)
+    return xp, logits, z, _Probabilities(xp, probabilities, weight, label_smoothing)
 
 
 def _item_losses(xp, z, target, z_loss):
@@ -164,13 +165,11 @@ def _write_gradient(xp, target, saved, scale, z_loss, grad):
 
 
 def _loss_and_grad(func, logits, target, out, axis, options):
-    xp, z, q = _prepare(func, logits, target, axis, **options)
-    logits = xp.asarray(logits)
+    xp, logits, z, q = _prepare(func, logits, target, axis, out=out, **options)
     grad_dtype = _checks.result_dtype(logits.dtype, xp)
     if out is None:
         out = xp.empty(logits.shape, dtype=grad_dtype)
     else:
-        namespace_of(func, logits=logits, out=out)
         _checks.check_out(func, out, logits.shape, grad_dtype)
     reduction, z_loss = options["reduction"], options["z_loss"]
     item_losses, saved = _item_losses(xp, z, q, z_loss)
@@ -313,7 +312,7 @@ def cross_entropy(
     """
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                    z_loss=z_loss, reduction=reduction)
-    xp, z, q = _prepare("cross_entropy", logits, target, axis, **options)
+    xp, _, z, q = _prepare("cross_entropy", logits, target, axis, **options)
     item_losses, _ = _item_losses(xp, z, q, z_loss)
     return _reduce(xp, item_losses, _scale(xp, q, reduction, z.dtype), reduction)
 
