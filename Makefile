@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book test gpu-test clean
+.PHONY: venv book test site-test gpu-test clean
 
 # Reinstall when the pins or the package metadata change.
 $(VENV)/installed: requirements.txt pyproject.toml
@@ -21,9 +21,17 @@ venv: $(VENV)/installed
 book: $(VENV)/installed
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# Package tests, doctests and every chapter under nbval (settings in pyproject.toml).
+# The CI workflow against its schema (offline), then package tests, doctests and
+# every chapter under nbval (settings in pyproject.toml).
 test: $(VENV)/installed
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/book.yml
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The built site in Debian's Chromium (apt-get install chromium): every page of the
+# table of contents loads, renders its math, stays on the local server; screenshots
+# go to _build/screenshots/.
+site-test: book
+	$(BIN)/python -m pytest -m site tests/site -p no:xdist
 
 # On a CUDA machine after `pip install -r requirements-gpu.txt`: the CuPy half of the tests
 # and every chapter on the GPU.

@@ -13,6 +13,8 @@ from unittest import mock
 import jupytext
 import nbval.plugin
 
+from _ext.notebook_download import is_myst_notebook
+
 BOOK = Path(__file__).parent / "book"
 
 
@@ -29,14 +31,8 @@ class MystNotebook(nbval.plugin.IPyNbFile):
             yield from super().collect()
 
 
-def _is_chapter(file_path):
-    if file_path.suffix != ".md" or file_path.parent != BOOK:
-        return False
-    return file_path.read_text(encoding="utf-8").startswith("---\njupytext:")
-
-
 def pytest_collect_file(file_path, parent):
     option = parent.config.option
-    if (option.nbval or option.nbval_lax) and _is_chapter(file_path):
+    if (option.nbval or option.nbval_lax) and file_path.parent == BOOK and is_myst_notebook(file_path):
         return MystNotebook.from_parent(parent, path=file_path)
     return None

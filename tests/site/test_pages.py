@@ -1,0 +1,156 @@
+"""Every page of the table of contents, as a reader's browser meets it."""
+
+import re
+import shutil
+import subprocess
+
+import nbformat
+import pytest
+
+from _ext.notebook_download import is_myst_notebook
+
+from .conftest import ROOT, SCREENSHOTS, VIEWPORT, toc_pages
+
+pytestmark = pytest.mark.site
+
+PAGES = toc_pages()
+
+# A fresh browser profile has no stored theme mode; the theme says so on the console.
+ALLOWED_CONSOLE_ERRORS = ("Got invalid theme mode",)
+
+# Text a reader sees outside code: what MathJax should have turned into equations.
+VISIBLE_PROSE = """() => {
+    const article = document.querySelector("article").cloneNode(true);
+    article.querySelectorAll("pre, code, script, style, mjx-container").forEach(e => e.remove());
+    return article.textContent;
+}"""
+
+
+class Visit:
+    """One page opened in a fresh browser context, with what it logged and requested."""
+
+    def __init__(self, browser, server, name):
+        self.name = name
+        self.url = f"{server}/{name}.html"
+        self.context = browser.new_context(viewport=VIEWPORT)
+        self.console_errors = []
+        self.foreign_requests = []
+        self.page = self.context.new_page()
+        self.page.on("console", self._on_console)
+        self.page.route("**/*", lambda route: self._only_local(route, server))
+        self.response = self.page.goto(self.url, wait_until="networkidle")
+        if self.page.locator(".math").count():
+            self.page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+            self.page.evaluate("() => MathJax.startup.promise")
+
+    def _on_console(self, message):
+        if message.type == "error" and not message.text.startswith(ALLOWED_CONSOLE_ERRORS):
+            self.console_errors.append(message.text)
+
+    def _only_local(self, route, server):
+        url = route.request.url
+        if url.startswith(server + "/") or url.startswith("data:"):
+            route.continue_()
+        else:
+            self.foreign_requests.append(url)
+            route.abort()
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture(scope="module", params=PAGES)
+def visit(request, browser, server):
+    visit = Visit(browser, server, request.param)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    visit.page.screenshot(path=SCREENSHOTS / f"{request.param.replace('/', '-')}.png", full_page=True)
+    yield visit
+    visit.close()
+
+
+def test_page_loads(visit):
+    assert visit.response.status == 200, f"{visit.url}: HTTP {visit.response.status}"
+
+
+def test_no_console_error(visit):
+    assert not visit.console_errors, f"{visit.name}: {visit.console_errors}"
+
+
+def test_no_request_leaves_the_local_server(visit):
+    assert not visit.foreign_requests, f"{visit.name} requested {visit.foreign_requests[0]}"
+
+
+def test_every_equation_is_rendered(visit):
+    math = visit.page.locator(".math")
+    for i in range(math.count()):
+        assert math.nth(i).locator("mjx-container").count() == 1, (
+            f"{visit.name}: equation {i} not rendered: {math.nth(i).inner_text()[:80]!r}"
+        )
+    prose = visit.page.evaluate(VISIBLE_PROSE)
+    raw = re.search(r"\$\$|\\begin|\\\(|\\\[", prose)
+    assert raw is None, f"{visit.name}: raw TeX {raw.group()!r} left in the text"
+
+
+def test_every_figure_loads(visit):
+    images = visit.page.locator("article img")
+    for i in range(images.count()):
+        width = images.nth(i).evaluate("img => img.complete ? img.naturalWidth : 0")
+        assert width > 0, f"{visit.name}: {images.nth(i).get_attribute('src')} did not load"
+
+
+# Code, outputs and display equations that a reader would have to scroll sideways.
+SIDEWAYS = """() => [...document.querySelectorAll("article pre, article div.math")]
+    .filter(e => e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent.trim().split("\\n")[0].slice(0, 60))"""
+
+
+def test_nothing_scrolls_sideways(visit):
+    wide = visit.page.evaluate(SIDEWAYS)
+    assert not wide, f"{visit.name}: {len(wide)} blocks wider than the page, first: {wide[0]!r}"
+
+
+def test_notebook_download(visit):
+    if not is_myst_notebook(ROOT / f"{visit.name}.md"):
+        pytest.skip(f"{visit.name} is a plain page, not a notebook")
+    link = visit.page.locator('a[href$=".ipynb"]')
+    assert link.count() == 1, f"{visit.name}: {link.count()} .ipynb links"
+    response = visit.page.request.get(link.evaluate("a => a.href"))
+    assert response.status == 200
+    notebook = nbformat.reads(response.text(), as_version=4)
+    nbformat.validate(notebook)
+    assert any(cell.cell_type == "code" for cell in notebook.cells)
+
+
+@pytest.mark.parametrize("here, after", list(zip(PAGES, PAGES[1:])), ids=PAGES[:-1])
+def test_sidebar_reaches_the_next_page(browser, server, here, after):
+    visit = Visit(browser, server, here)
+    try:
+        visit.page.locator(f'nav.bd-docs-nav a[href$="{after.split("/")[-1]}.html"]').click()
+        visit.page.wait_for_url(f"{server}/{after}.html")
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("word", ["logsumexp", "gather"])
+def test_search_finds(browser, server, word):
+    visit = Visit(browser, server, "search")
+    try:
+        visit.page.goto(f"{server}/search.html?q={word}")
+        results = visit.page.locator("#search-results ul.search li")
+        results.first.wait_for()
+        assert results.count() > 0
+    finally:
+        visit.close()
+
+
+def test_internal_links_and_anchors(server, tmp_path):
+    linkchecker = shutil.which("linkchecker", path=str(ROOT / ".venv" / "bin")) or shutil.which("linkchecker")
+    if linkchecker is None:
+        pytest.skip("linkchecker is not installed")
+    config = tmp_path / "linkcheckerrc"
+    config.write_text("[filtering]\ncheckextern=0\n[AnchorCheck]\n", encoding="utf-8")
+    result = subprocess.run(
+        [linkchecker, "--config", str(config), "--no-status", f"{server}/index.html"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
