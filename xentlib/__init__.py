@@ -8,6 +8,7 @@ CuPy is never imported unless the caller already did.
 from . import naive
 from ._namespace import default_namespace, get_namespace, to_numpy
 from .gradcheck import numerical_gradient
+from .linear import linear_cross_entropy, linear_cross_entropy_with_grad
 from .loss import cross_entropy, cross_entropy_grad, cross_entropy_with_grad, one_hot
 from .softmax import log_softmax, logsumexp, softmax
 
@@ -19,6 +20,8 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
     "cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "numerical_gradient",
     "get_namespace",
     "default_namespace",
