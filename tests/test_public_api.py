@@ -1,4 +1,4 @@
-"""The public names and signatures of DESIGN §2, and an import that leaves CuPy alone."""
+"""The public names and signatures of DESIGN §2, and an import that leaves CuPy and Dask alone."""
 
 import inspect
 import subprocess
@@ -64,3 +64,20 @@ def test_linear_arrays_are_positional_and_options_keyword_only(name):
     defaults = {p.name: p.default for p in parameters[3:]}
     assert defaults == dict(bias=None, chunk_size=None, weight=None, ignore_index=None,
                             label_smoothing=0.0, z_loss=0.0, reduction="mean")
+
+
+def test_sharded_signature():
+    sharded = pytest.importorskip("xentlib.sharded")
+    parameters = inspect.signature(sharded.cross_entropy).parameters
+    assert list(parameters) == ["logits", "target", *INDEX_OPTIONS]
+    assert sharded.__all__ == ["cross_entropy"]
+
+
+def test_import_does_not_import_dask():
+    # xentlib.sharded is reachable as an attribute, and only that imports Dask.
+    code = (
+        "import sys, xentlib; before = 'dask' in sys.modules; "
+        "f = xentlib.sharded.cross_entropy; print(before, 'dask' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False True"

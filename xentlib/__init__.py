@@ -2,8 +2,11 @@
 
 The companion package of the book "Why is cross-entropy written like that?".
 Every function takes NumPy or CuPy arrays and answers in the same library;
-CuPy is never imported unless the caller already did.
+CuPy is never imported unless the caller already did, and Dask only by
+``xentlib.sharded``, which is loaded on first use.
 """
+
+import importlib
 
 from . import naive
 from ._namespace import default_namespace, get_namespace, to_numpy
@@ -30,3 +33,11 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # xentlib.sharded needs Dask: it is imported when first used, never by `import xentlib`.
+    if name == "sharded":
+        return importlib.import_module(".sharded", __name__)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
