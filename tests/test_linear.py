@@ -291,7 +291,8 @@ class TestErrors:
 
     def test_target_shape(self, xp):
         hidden, classifier, labels = self._args(xp)
-        with pytest.raises(ValueError, match=r"target has shape \(5,\); expected class indices of shape \(6,\)"):
+        with pytest.raises(ValueError, match=r"target has shape \(5,\); expected class indices of "
+                                             r"shape \(6,\)"):
             xentlib.linear_cross_entropy(hidden, classifier, labels[:5])
 
     def test_classifier_shape(self, xp):
@@ -311,7 +312,8 @@ class TestErrors:
 
     @pytest.mark.parametrize("chunk_size", [0, -3, 2.5, True])
     def test_chunk_size(self, xp, chunk_size):
-        with pytest.raises(ValueError, match=rf"chunk_size = {chunk_size!r}; expected a positive integer"):
+        with pytest.raises(ValueError,
+                           match=rf"chunk_size = {chunk_size!r}; expected a positive integer"):
             xentlib.linear_cross_entropy(*self._args(xp), chunk_size=chunk_size)
 
     @pytest.mark.parametrize(("option", "match"), [

@@ -122,7 +122,8 @@ def class_indices_only(func, target, batch_shape, num_classes):
     """
     if target.shape == batch_shape and target.dtype.kind in "iu":
         return
-    if target.shape == (*batch_shape, num_classes) and (target.dtype.kind == "f" or _is_half(target.dtype)):
+    floating = target.dtype.kind == "f" or _is_half(target.dtype)
+    if target.shape == (*batch_shape, num_classes) and floating:
         msg = (
             f"{func}: target has shape {target.shape}, probabilities over the {num_classes} classes; "
             f"{func} takes class indices only: expected integers of shape {batch_shape} "
@@ -230,7 +231,10 @@ def check_chunk_size(func, chunk_size):
     if chunk_size is None:
         return
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
-        msg = f"{func}: chunk_size = {chunk_size!r}; expected a positive integer (classes per chunk) or None"
+        msg = (
+            f"{func}: chunk_size = {chunk_size!r}; expected a positive integer (classes per chunk) "
+            "or None"
+        )
         raise ValueError(msg)
 
 

@@ -85,7 +85,7 @@ class ClassIndices:
         return owned, self.xp.clip(local, 0, width - 1)[:, None]
 
     def pick(self, z, lo, picked):
-        """``picked`` with the label logit of every item whose label is among classes ``lo, lo + 1, ...`` of ``z``."""
+        """``picked``, with the logit of each item whose label is in ``z``, the chunk from class ``lo``."""
         xp = self.xp
         owned, index = self._in_chunk(lo, z.shape[-1])
         return xp.where(owned, xp.take_along_axis(z, index, axis=-1)[:, 0], picked)
