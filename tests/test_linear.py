@@ -330,3 +330,14 @@ class TestErrors:
         hidden, classifier, labels = self._args(xp)
         with pytest.raises(TypeError, match=r"hidden has dtype complex128; expected real numbers"):
             xentlib.linear_cross_entropy(hidden.astype(xp.complex128), classifier, labels)
+
+
+@pytest.mark.gpu
+def test_mixed_backends_are_refused():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    if not cupy.cuda.is_available():
+        pytest.skip("no CUDA device available")
+    hidden, classifier, _, labels = _problem()
+    with pytest.raises(TypeError, match=r"linear_cross_entropy: hidden is cupy.ndarray but "
+                                        r"classifier is numpy.ndarray"):
+        xentlib.linear_cross_entropy(cupy.asarray(hidden), classifier, cupy.asarray(labels))
