@@ -1,4 +1,4 @@
-"""The public names and signatures of DESIGN §2, and an import that leaves CuPy alone."""
+"""The public names and signatures of DESIGN §2, and an import that leaves CuPy and Dask alone."""
 
 import inspect
 import subprocess
@@ -9,6 +9,8 @@ import pytest
 import xentlib
 
 OPTIONS = ["axis", "weight", "ignore_index", "label_smoothing", "z_loss", "reduction"]
+# The large-vocabulary functions take class indices only, with the classes on the last axis.
+INDEX_OPTIONS = OPTIONS[1:]
 
 SIGNATURES = {
     "softmax": ["x", "axis"],
@@ -18,6 +20,9 @@ SIGNATURES = {
     "cross_entropy": ["logits", "target", *OPTIONS],
     "cross_entropy_grad": ["logits", "target", *OPTIONS],
     "cross_entropy_with_grad": ["logits", "target", "out", *OPTIONS],
+    "linear_cross_entropy": ["hidden", "classifier", "target", "bias", "chunk_size", *INDEX_OPTIONS],
+    "linear_cross_entropy_with_grad": ["hidden", "classifier", "target", "bias", "chunk_size",
+                                       *INDEX_OPTIONS],
     "numerical_gradient": ["f", "x", "eps"],
     "get_namespace": ["arrays"],
     "default_namespace": [],
@@ -49,3 +54,30 @@ def test_import_does_not_import_cupy():
     code = "import sys, xentlib; print('cupy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["linear_cross_entropy", "linear_cross_entropy_with_grad"])
+def test_linear_arrays_are_positional_and_options_keyword_only(name):
+    parameters = list(inspect.signature(getattr(xentlib, name)).parameters.values())
+    assert [p.kind for p in parameters[:3]] == [inspect.Parameter.POSITIONAL_ONLY] * 3
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[3:])
+    defaults = {p.name: p.default for p in parameters[3:]}
+    assert defaults == dict(bias=None, chunk_size=None, weight=None, ignore_index=None,
+                            label_smoothing=0.0, z_loss=0.0, reduction="mean")
+
+
+def test_sharded_signature():
+    sharded = pytest.importorskip("xentlib.sharded")
+    parameters = inspect.signature(sharded.cross_entropy).parameters
+    assert list(parameters) == ["logits", "target", *INDEX_OPTIONS]
+    assert sharded.__all__ == ["cross_entropy"]
+
+
+def test_import_does_not_import_dask():
+    # xentlib.sharded is reachable as an attribute, and only that imports Dask.
+    code = (
+        "import sys, xentlib; before = 'dask' in sys.modules; "
+        "f = xentlib.sharded.cross_entropy; print(before, 'dask' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False True"

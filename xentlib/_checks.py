@@ -9,12 +9,15 @@ about to raise does it look for the first offender.
 import numbers
 
 __all__ = [
+    "check_chunk_size",
     "check_ignore_index",
     "check_label_smoothing",
+    "check_linear_shapes",
     "check_num_classes",
     "check_out",
     "check_reduction",
     "check_z_loss",
+    "class_indices_only",
     "classes_last",
     "index_target",
     "probability_target",
@@ -111,6 +114,32 @@ def target_kind(func, target, logits_shape, axis):
     raise ValueError(msg)
 
 
+def class_indices_only(func, target, batch_shape, num_classes):
+    """Check that ``target`` holds integer class indices of ``batch_shape``; refuse probabilities.
+
+    For the functions that never hold a whole (items, classes) array at once:
+    a probability target would be exactly such an array.
+    """
+    if target.shape == batch_shape and target.dtype.kind in "iu":
+        return
+    floating = target.dtype.kind == "f" or _is_half(target.dtype)
+    if target.shape == (*batch_shape, num_classes) and floating:
+        msg = (
+            f"{func}: target has shape {target.shape}, probabilities over the {num_classes} classes; "
+            f"{func} takes class indices only: expected integers of shape {batch_shape} "
+            "(xentlib.cross_entropy takes probabilities)"
+        )
+        raise TypeError(msg)
+    if target.shape == batch_shape:
+        msg = (
+            f"{func}: target has dtype {target.dtype} and shape {target.shape}, the shape of class "
+            "indices; expected an integer dtype"
+        )
+        raise TypeError(msg)
+    msg = f"{func}: target has shape {target.shape}; expected class indices of shape {batch_shape}"
+    raise ValueError(msg)
+
+
 def index_target(func, name, labels, num_classes, axis, ignore_index, xp):
     """Check that every class index is in ``[0, num_classes)`` or is ``ignore_index``."""
     if labels.size == 0:
@@ -172,6 +201,40 @@ def check_z_loss(func, z_loss):
 def check_num_classes(func, num_classes):
     if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
         msg = f"{func}: num_classes = {num_classes!r}; expected a positive integer"
+        raise ValueError(msg)
+
+
+def check_linear_shapes(func, hidden, classifier, bias):
+    """Check ``hidden`` (..., D), ``classifier`` (V, D) with V >= 1, and ``bias`` (V,) or None."""
+    if hidden.ndim == 0:
+        msg = f"{func}: hidden is 0-dimensional; expected shape (N, D): one row of D features per item"
+        raise ValueError(msg)
+    features = hidden.shape[-1]
+    if classifier.ndim != 2 or classifier.shape[1] != features:
+        msg = (
+            f"{func}: classifier has shape {classifier.shape}; expected (V, {features}): one row per "
+            f"class, as long as the last dimension of hidden {hidden.shape}"
+        )
+        raise ValueError(msg)
+    if classifier.shape[0] == 0:
+        msg = f"{func}: classifier has no rows (0 classes); expected at least one"
+        raise ValueError(msg)
+    if bias is not None and bias.shape != classifier.shape[:1]:
+        msg = (
+            f"{func}: bias has shape {bias.shape}; expected ({classifier.shape[0]},), one entry per "
+            "row of classifier"
+        )
+        raise ValueError(msg)
+
+
+def check_chunk_size(func, chunk_size):
+    if chunk_size is None:
+        return
+    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
+        msg = (
+            f"{func}: chunk_size = {chunk_size!r}; expected a positive integer (classes per chunk) "
+            "or None"
+        )
         raise ValueError(msg)
 
 

@@ -1,0 +1,212 @@
+"""xentlib.sharded.cross_entropy: logits split over the classes in Dask chunks, as the dense loss."""
+
+import numpy as np
+import pytest
+
+import xentlib
+
+from .helpers import BFLOAT16, assert_close
+
+da = pytest.importorskip("dask.array")
+sharded = pytest.importorskip("xentlib.sharded")
+
+RNG = np.random.default_rng(31)
+N, C = 7, 13
+WEIGHT = RNG.uniform(0.5, 2.0, size=C)
+WEIGHT[6] = 0.0
+
+# (rows, classes) per chunk: one shard, shards that do not divide C, one class per shard,
+# uneven shards given explicitly.
+CHUNKINGS = {
+    "one_shard": (N, C),
+    "4_classes": (N, 4),
+    "rows_and_classes": (3, 5),
+    "1_class": (2, 1),
+    "uneven": (N, (1, 8, 4)),
+}
+CASES = {
+    "plain": dict(),
+    "weight": dict(weight=WEIGHT),
+    "ignore_index": dict(ignore_index=-100),
+    "label_smoothing": dict(label_smoothing=0.3),
+    "z_loss": dict(z_loss=0.05),
+    "sum": dict(reduction="sum"),
+    "number": dict(reduction=2.5, label_smoothing=0.1),
+    "none": dict(reduction="none", ignore_index=-1, label_smoothing=0.2),
+    "everything": dict(weight=WEIGHT, ignore_index=-100, label_smoothing=0.2, z_loss=0.01),
+}
+
+
+def _problem(ignore_index=None, dtype=np.float64):
+    logits = RNG.normal(scale=3.0, size=(N, C)).astype(dtype)
+    labels = RNG.integers(0, C, size=N)
+    if ignore_index is not None:
+        labels[1::3] = ignore_index
+    return logits, labels
+
+
+def _check(xp, logits, labels, chunks, scheduler="sync", rtol=1e-12, **options):
+    loss = sharded.cross_entropy(da.from_array(xp.asarray(logits), chunks=chunks),
+                                 xp.asarray(labels), **options)
+    assert isinstance(loss, da.Array)
+    dense = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), **options)
+    assert_close(xp.asarray(loss.compute(scheduler=scheduler)), dense, rtol=rtol)
+
+
+@pytest.mark.parametrize("chunks", [CHUNKINGS["4_classes"], CHUNKINGS["1_class"]],
+                         ids=["4_classes", "1_class"])
+@pytest.mark.parametrize("options", CASES.values(), ids=CASES.keys())
+def test_every_option_matches_dense(xp, options, chunks):
+    logits, labels = _problem(options.get("ignore_index"))
+    _check(xp, logits, labels, chunks, **options)
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_every_chunking_matches_dense(xp, chunks):
+    logits, labels = _problem(-100)
+    _check(xp, logits, labels, chunks, **CASES["everything"])
+    _check(xp, logits, labels, chunks, reduction="none", **CASES["everything"])
+
+
+@pytest.mark.parametrize("chunks", [(N, 4), (3, 5)], ids=["4_classes", "rows_and_classes"])
+def test_threaded_scheduler(xp, chunks):
+    logits, labels = _problem(-100)
+    _check(xp, logits, labels, chunks, scheduler="threads", **CASES["everything"])
+
+
+def test_distributed_cluster():
+    distributed = pytest.importorskip("distributed")
+    logits, labels = _problem(-100)
+    # Two workers in this process (processes=False): the scheduler still hands the tasks to two
+    # workers, and the cluster starts in a fraction of a second. No dashboard: its port may be
+    # taken, and distributed would warn.
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        for chunks in [(N, 4), (3, 5), (N, 1)]:
+            shards = client.persist(da.from_array(logits, chunks=chunks))
+            loss = sharded.cross_entropy(shards, labels, **CASES["everything"])
+            none = sharded.cross_entropy(shards, labels, reduction="none", label_smoothing=0.1,
+                                         ignore_index=-100)
+            result, items = client.compute([loss, none], sync=True)
+            assert_close(np.asarray(result), xentlib.cross_entropy(logits, labels, **CASES["everything"]),
+                         rtol=1e-12)
+            assert_close(items, xentlib.cross_entropy(logits, labels, reduction="none",
+                                                      label_smoothing=0.1, ignore_index=-100),
+                         rtol=1e-12)
+
+
+def test_no_block_is_wider_than_a_shard():
+    from dask.callbacks import Callback
+
+    classes, width = 96, 24
+    logits = RNG.normal(size=(N, classes))
+    labels = RNG.integers(0, classes, size=N)
+    sizes = []
+
+    class Sizes(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if hasattr(result, "shape"):
+                sizes.append(result.shape)
+
+    loss = sharded.cross_entropy(da.from_array(logits, chunks=(N, width)), labels,
+                                 label_smoothing=0.1)
+    with Sizes():
+        loss.compute(scheduler="sync")
+    assert sizes
+    assert all(np.prod(shape) <= N * width for shape in sizes), sizes
+    assert all(classes not in shape for shape in sizes), sizes
+
+
+def test_lazy_until_computed():
+    logits, labels = _problem()
+    shards = da.from_array(logits, chunks=(N, 4)).map_blocks(
+        _forbid_computing, dtype=logits.dtype, meta=np.empty((0, 0)))
+    loss = sharded.cross_entropy(shards, labels)  # builds the graph, computes nothing
+    assert loss.shape == ()
+    with pytest.raises(AssertionError, match="a shard was computed"):
+        loss.compute(scheduler="sync")
+
+
+def _forbid_computing(block):
+    raise AssertionError("a shard was computed")
+
+
+def test_label_smoothing_spreads_over_all_classes(xp):
+    # The shards hold 4 classes each, 13 in all: eps / 13 per class, not eps / 4 (nor eps / 12).
+    logits, labels = _problem()
+    _check(xp, logits, labels, (N, 4), label_smoothing=0.4)
+
+
+def test_all_ignored_gives_zero(xp):
+    logits, _ = _problem()
+    labels = xp.full(N, -100)
+    loss = sharded.cross_entropy(da.from_array(xp.asarray(logits), chunks=(N, 4)), labels,
+                                 ignore_index=-100)
+    assert float(loss.compute()) == 0.0
+
+
+def test_almost_certain_item_keeps_its_tiny_loss(xp):
+    # The label's logit is 40 above 12 others in other shards: loss 12 exp(-40) = 5e-17.
+    logits = np.zeros((1, C))
+    logits[0, 5] = 40.0
+    _check(xp, logits, np.array([5]), (1, 4), rtol=1e-14)
+
+
+def test_minus_inf_masks_classes(xp):
+    logits, labels = _problem()
+    logits[:, [0, 1, 2, 3]] = -np.inf  # the whole first shard is masked
+    labels[labels < 4] = 4
+    _check(xp, logits, labels, (N, 4), reduction="none", weight=np.where(np.arange(C) < 4, 0.0, 1.0),
+           label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=["float16", "bfloat16"])
+def test_half_is_computed_in_float32(xp, dtype):
+    if dtype is None:
+        pytest.skip("ml_dtypes is not installed")
+    # All 4096 logits equal: the sum of exponentials is 4096, exact in float32, and each shard's
+    # share (1024) is exact even in float16.
+    logits = np.zeros((2, 4096), dtype=dtype)
+    loss = sharded.cross_entropy(da.from_array(xp.asarray(logits), chunks=(2, 1024)),
+                                 xp.asarray([0, 4095]))
+    result = loss.compute()
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(float(result), np.log(4096), rtol=1e-6)
+
+
+class TestErrors:
+    def test_logits_must_be_dask(self):
+        with pytest.raises(TypeError, match=r"sharded.cross_entropy: logits is numpy.ndarray; "
+                                            r"expected a dask array"):
+            sharded.cross_entropy(np.zeros((2, 3)), np.array([0, 1]))
+
+    def test_logits_must_be_2d(self):
+        with pytest.raises(ValueError, match=r"logits has shape \(2, 3, 4\); expected \(N, C\)"):
+            sharded.cross_entropy(da.zeros((2, 3, 4)), np.zeros((2, 3), dtype=int))
+
+    def test_target_must_be_concrete(self):
+        with pytest.raises(TypeError, match=r"target is a dask array; expected the class indices"):
+            sharded.cross_entropy(da.zeros((2, 3)), da.zeros(2, dtype=int))
+
+    def test_probability_target_is_refused(self):
+        with pytest.raises(TypeError, match=r"target has shape \(2, 3\), probabilities over the 3 "
+                                            r"classes; sharded.cross_entropy takes class indices only"):
+            sharded.cross_entropy(da.zeros((2, 3)), np.full((2, 3), 1 / 3))
+
+    def test_label_out_of_range(self):
+        with pytest.raises(ValueError, match=r"sharded.cross_entropy: target\[1\] = 3 is outside "
+                                             r"\[0, 3\) \(3 classes on axis 1\)"):
+            sharded.cross_entropy(da.zeros((2, 3), chunks=(2, 1)), np.array([0, 3]))
+
+    def test_weight_length(self):
+        with pytest.raises(ValueError, match=r"weight has 2 entries; expected one per class \(3\)"):
+            sharded.cross_entropy(da.zeros((2, 3)), np.array([0, 1]), weight=np.ones(2))
+
+    def test_bad_reduction(self):
+        with pytest.raises(ValueError, match=r"reduction = 'avg'"):
+            sharded.cross_entropy(da.zeros((2, 3)), np.array([0, 1]), reduction="avg")
+
+    def test_no_classes(self):
+        with pytest.raises(ValueError, match=r"logits has no classes"):
+            sharded.cross_entropy(da.zeros((2, 0)), np.array([0, 1]))
