@@ -17,6 +17,7 @@ __all__ = [
     "check_z_loss",
     "classes_last",
     "index_target",
+    "logits_dtype",
     "probability_target",
     "result_dtype",
     "target_kind",
@@ -65,6 +66,12 @@ def classes_last(func, logits, axis, xp):
     The view is the caller's own array whenever no conversion is needed, so
     nothing downstream may write into it.
     """
+    dtype = logits_dtype(func, logits, axis, xp)
+    return xp.moveaxis(logits, axis, -1).astype(dtype, copy=False)
+
+
+def logits_dtype(func, logits, axis, xp):
+    """Validate ``logits`` and ``axis``; return the dtype to compute in (see `work_dtype`)."""
     dtype = work_dtype(func, "logits", logits.dtype, xp)
     if logits.ndim == 0:
         msg = f"{func}: logits is 0-dimensional; expected an array with a class axis"
@@ -78,7 +85,7 @@ def classes_last(func, logits, axis, xp):
     if logits.shape[axis] == 0:
         msg = f"{func}: logits has no classes (size 0 on axis {axis}); expected at least one"
         raise ValueError(msg)
-    return xp.moveaxis(logits, axis, -1).astype(dtype, copy=False)
+    return dtype
 
 
 def target_kind(func, target, logits_shape, axis):

@@ -13,27 +13,57 @@ so one formula gives every item's loss and one its gradient::
 
 with ``c`` the z-loss coefficient; the reduction then scales both. For class
 indices ``q`` is never built: the label term is gathered and scattered.
+
+One pass over the logits (`_Pass`) serves every function and every backend.
+It costs one ``exp`` per logit and a few cheap sweeps (argmax, subtract, sum,
+and for the gradient one multiply), the exponentials going straight into the
+gradient buffer, which may be the logits themselves. NumPy runs it on row
+blocks that stay in cache, on a few threads (`xentlib._blocked`); CuPy runs it
+once on the whole array (`_namespace.in_row_blocks` decides).
 """
 
-from . import _checks
-from ._namespace import errstate, namespace_of
-from .softmax import finite_or_zero, log_sum_exp_shifted, max_shift
+import math
+
+from . import _blocked, _checks
+from ._namespace import errstate, in_row_blocks, namespace_of
 
 __all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad", "one_hot"]
 
 
-def _weighted_nll(q, shifted, s, xp):
-    """``sum_k q_k (s - shifted_k)``, a term with ``q_k = 0`` counting exactly 0 (not 0 * inf)."""
-    nll = s - shifted
-    return xp.sum(xp.where(q == 0, 0, q * nll), axis=-1)
+def _dense_dot(xp, q, shifted, out):
+    """Write ``sum_k q_k shifted_k`` of each row into ``out``, a ``q_k = 0`` term counting 0.
+
+    ``q`` is one vector for every row (label smoothing) or a row per row
+    (probabilities). The fast product makes ``0 * -inf = NaN`` where a class
+    with no target mass is masked; only the rows it made NaN are summed again
+    term by term.
+    """
+    out[...] = shifted @ q if q.ndim == 1 else xp.einsum("ij,ij->i", q, shifted)
+    bad = xp.isnan(out)
+    if bool(bad.any()):
+        q_bad = q if q.ndim == 1 else q[bad]
+        out[bad] = xp.sum(xp.where(q_bad == 0, 0, q_bad * shifted[bad]), axis=-1)
+
+
+def _cross_from_sums(xp, mass, s0, dot):
+    """``sum_k q_k (s0 - shifted_k)`` from ``sum_k q_k`` and ``sum_k q_k shifted_k``.
+
+    Both terms are >= 0, so nothing cancels; an item with no mass costs exactly 0.
+    """
+    return xp.where(mass == 0, 0, mass * s0 - dot)
 
 
 class _ClassIndices:
-    """Targets given as class indices; items equal to ``ignore_index`` carry no mass."""
+    """Targets given as class indices; items equal to ``ignore_index`` carry no mass.
+
+    Per-item arrays are flat, one entry per item of the batch in C order.
+    """
 
     def __init__(self, xp, labels, weight, ignore_index, label_smoothing):
         self.xp = xp
+        labels = labels.reshape(-1)
         self.valid = None if ignore_index is None else labels != ignore_index
+        self.ignored = None if self.valid is None else ~self.valid
         # An ignored item points at class 0 so that gathering stays in bounds; its mass is 0.
         self.labels = labels if self.valid is None else xp.where(self.valid, labels, 0)
         label_weight = self.on_items(weight[self.labels])
@@ -43,7 +73,8 @@ class _ClassIndices:
         self.mass = self.hit
         if label_smoothing > 0:
             self.spread = (label_smoothing / weight.shape[0]) * weight
-            self.mass = self.hit + self.on_items(xp.sum(self.spread))
+            self.spread_mass = xp.sum(self.spread)
+            self.mass = self.hit + self.on_items(self.spread_mass)
 
     def on_items(self, values):
         """``values`` per item, with ignored items set to 0."""
@@ -51,85 +82,238 @@ class _ClassIndices:
             return values
         return self.xp.where(self.valid, values, 0)
 
-    def cross(self, shifted, s):
-        xp = self.xp
-        label_shifted = xp.take_along_axis(shifted, self.labels[..., None], axis=-1)[..., 0]
-        loss = xp.where(self.hit == 0, 0, self.hit * (s[..., 0] - label_shifted))
-        if self.spread is not None:
-            loss = loss + _weighted_nll(self.spread, shifted, s, xp)
-        return loss
+    # The pass calls the next four on one block: `rows` slices its items, `r` numbers its rows.
 
-    def subtract_from(self, grad, scale):
+    def load(self, stats, z, m, rows, r, probabilities, scratch):
+        """Gather each label's shifted logit (before the block may be overwritten); return q's dense part."""
+        self.xp.subtract(z[r, self.labels[rows]], m, out=stats.label[rows])
+        return self.spread
+
+    def dense(self, stats, shifted, q, rows):
+        if q is not None:
+            _dense_dot(self.xp, q, shifted, stats.dense[rows])
+
+    def item_mass(self, stats, rows):
+        return self.mass[rows]
+
+    def subtract_from(self, grad, q, rows, r, scale, scratch):
+        """Subtract ``scale * q`` from one block of the gradient; ignored rows become exactly 0."""
+        grad[r, self.labels[rows]] -= scale * self.hit[rows]
+        if q is not None:
+            grad -= scale * q
+        if self.ignored is not None:
+            grad[self.ignored[rows]] = 0  # even where a NaN logit left 0 * NaN
+
+    def cross(self, stats, s0):
         xp = self.xp
-        index = self.labels[..., None]
-        label_grad = xp.take_along_axis(grad, index, axis=-1) - (scale * self.hit)[..., None]
-        xp.put_along_axis(grad, index, label_grad, axis=-1)
+        loss = xp.where(self.hit == 0, 0, self.hit * (s0 - stats.label))
         if self.spread is not None:
-            grad -= scale * self.spread
-        if self.valid is not None:
-            grad[~self.valid] = 0  # ignored items, even where a NaN logit left 0 * NaN
+            loss = loss + _cross_from_sums(xp, self.spread_mass, s0, stats.dense)
+        return loss
 
 
 class _Probabilities:
-    """Targets given as a probability (or any non-negative mass) per class."""
+    """Targets given as a probability (or any non-negative mass) per class, classes last.
+
+    ``q`` is made one block at a time, so no logits-sized array is ever built.
+    """
 
     def __init__(self, xp, target, weight, label_smoothing):
         self.xp = xp
+        self.t = target
+        self.count = math.prod(target.shape[:-1])
+        # q = a t + b, with a and b scalars or one entry per class; a is None for q = t.
+        self.a = self.b = None
         if label_smoothing > 0:
-            target = (1 - label_smoothing) * target + label_smoothing / target.shape[-1]
-        self.q = target * weight
-        self.mass = xp.sum(self.q, axis=-1)
-        self.count = self.mass.size
+            self.a = 1 - label_smoothing if weight is None else (1 - label_smoothing) * weight
+            self.b = label_smoothing / target.shape[-1]
+            self.b = self.b if weight is None else self.b * weight
+        elif weight is not None:
+            self.a = weight
 
     def on_items(self, values):
         return values
 
-    def cross(self, shifted, s):
-        return _weighted_nll(self.q, shifted, s, self.xp)
+    def load(self, stats, z, m, rows, r, probabilities, scratch):
+        if self.a is None:
+            return probabilities
+        q = scratch.get("q", probabilities.shape)
+        self.xp.multiply(probabilities, self.a, out=q)
+        if self.b is not None:
+            q += self.b
+        return q
 
-    def subtract_from(self, grad, scale):
-        grad -= scale * self.q
+    def dense(self, stats, shifted, q, rows):
+        self.xp.sum(q, axis=-1, out=stats.mass[rows])
+        _dense_dot(self.xp, q, shifted, stats.dense[rows])
+
+    def item_mass(self, stats, rows):
+        return stats.mass[rows]
+
+    def subtract_from(self, grad, q, rows, r, scale, scratch):
+        scaled = scratch.get("q", q.shape)  # q itself when q was made here: it is not needed again
+        self.xp.multiply(q, scale, out=scaled)
+        grad -= scaled
+
+    def cross(self, stats, s0):
+        return _cross_from_sums(self.xp, stats.mass, s0, stats.dense)
+
+
+class _Scratch:
+    """One thread's reusable buffers, each made on first use, big enough for any block."""
+
+    def __init__(self, xp, size, dtype):
+        self.xp, self.size, self.dtype = xp, size, dtype
+        self.arrays = {}
+
+    def get(self, name, shape):
+        if name not in self.arrays:
+            self.arrays[name] = self.xp.empty(self.size, dtype=self.dtype)
+        return self.arrays[name][: math.prod(shape)].reshape(shape)
+
+
+class _Pass:
+    """One pass over the logits: each item's loss and, when ``grad`` is given, its gradient.
+
+    Per item it keeps the shift ``m`` (the row's max, clipped to finite
+    numbers), where the max is, ``e_top = exp(z_top - m)`` (1, or 0 for a fully
+    masked row), the sum ``rest`` of the other exponentials and the target's
+    gathered sums. Keeping the max's term apart lets ``log1p(rest)`` give an
+    almost certain item its tiny loss exactly, and gives the losses after the
+    pass (`losses`). The gradient of a block is finished while its
+    exponentials are still in cache.
+
+    ``z`` (logits), ``grad`` and the target's probabilities have their classes
+    last; ``grad`` may be ``z`` itself, since each block is read before it is
+    written. Blocks in another dtype than ``dtype`` are converted on the way.
+    """
+
+    def __init__(self, xp, z, target, dtype, z_loss=0.0, grad=None, scale=1):
+        self.xp, self.target, self.dtype = xp, target, dtype
+        self.z_loss, self.scale = z_loss, scale
+        self.batch_shape, num_classes = z.shape[:-1], z.shape[-1]
+        n = math.prod(self.batch_shape)
+        probabilities = getattr(target, "t", None)
+        arrays = [a for a in (z, probabilities, grad) if a is not None]
+        if all(a.ndim <= 2 or a.flags.c_contiguous for a in arrays):
+            layout = (n,)  # rows of one 2-d view each
+            z, probabilities, grad = (None if a is None else a.reshape(n, num_classes)
+                                      for a in (z, probabilities, grad))
+        else:
+            layout = self.batch_shape  # blocks of the batch, copied into rows on the way
+        self.z, self.probabilities, self.grad = z, probabilities, grad
+        self.top = xp.empty(n, dtype=xp.intp)
+        self.m, self.e_top, self.rest, self.label, self.dense, self.mass = (
+            xp.empty(n, dtype=dtype) for _ in range(6))
+        self.big = xp.finfo(dtype).max
+        rows = _blocked.rows_per_block(num_classes * dtype.itemsize) if in_row_blocks(xp) else n
+        self.blocks = list(_blocked.row_blocks(layout, rows)) if n else []
+        self.scratch_size = min(rows, n) * num_classes
+
+    def run(self):
+        def scratch():
+            return _Scratch(self.xp, self.scratch_size, self.dtype)
+
+        _blocked.for_each_block(self.blocks, self.block, scratch)
+        return self
+
+    def read(self, a, index, scratch, name):
+        """Block ``index`` of ``a`` as rows in the working dtype: a view where it can be."""
+        part = a[index]
+        if part.ndim == 2 and part.dtype == self.dtype:
+            return part
+        rows = scratch.get(name, part.shape)
+        self.xp.copyto(rows, part, casting="unsafe")
+        return rows.reshape(-1, part.shape[-1])
+
+    def block(self, block, scratch):
+        index, start, stop = block
+        # -inf logits make 0 * inf, +inf logits inf - inf: the NaNs they leave are the
+        # documented result or are discarded by `where`; neither is worth a warning.
+        with errstate(self.xp, invalid="ignore", divide="ignore"):
+            self._block(index, slice(start, stop), scratch)
+
+    def _block(self, index, rows, scratch):
+        xp, target = self.xp, self.target
+        z = self.read(self.z, index, scratch, "z")
+        r = xp.arange(z.shape[0])
+        top = self.top[rows]
+        xp.argmax(z, axis=-1, out=top)
+        m = self.m[rows]
+        # A row of -inf shifts by the most negative float and stays -inf; +inf and NaN stay NaN.
+        xp.clip(z[r, top], -self.big, self.big, out=m)
+        t = None if self.probabilities is None else self.read(self.probabilities, index, scratch, "t")
+        q = target.load(self, z, m, rows, r, t, scratch)
+        part = None if self.grad is None else self.grad[index]
+        if part is not None and part.ndim == 2 and part.dtype == self.dtype:
+            e, part = part, None  # the exponentials go straight into the gradient
+        else:
+            e = scratch.get("e", z.shape)
+        xp.subtract(z, m[:, None], out=e)
+        target.dense(self, e, q, rows)
+        xp.exp(e, out=e)
+        e_top = e[r, top]
+        self.e_top[rows] = e_top
+        e[r, top] = 0
+        # einsum sums in SIMD lanes: a few times faster than sum's pairwise loop, as accurate here.
+        self.rest[rows] = xp.einsum("ij->i", e)
+        if self.grad is None:
+            return
+        e[r, top] = e_top
+        self._gradient(e, q, m, rows, r, scratch)
+        if part is not None:
+            xp.copyto(part, e.reshape(part.shape), casting="unsafe")
+
+    def _gradient(self, e, q, m, rows, r, scratch):
+        """Turn a block's exponentials into ``scale * ((mass + 2 c LSE) softmax - q)``."""
+        xp = self.xp
+        total = self.e_top[rows] + self.rest[rows]
+        coefficient = self.target.item_mass(self, rows)
+        if self.z_loss:
+            lse = m + xp.log1p((self.e_top[rows] - 1) + self.rest[rows])
+            coefficient = coefficient + 2 * self.z_loss * lse
+        factor = (self.scale * coefficient) / xp.where(total == 0, 1, total)
+        xp.multiply(e, factor[:, None], out=e)
+        self.target.subtract_from(e, q, rows, r, self.scale, scratch)
+
+    def losses(self):
+        """Each item's loss, shaped like the batch, from the statistics of the pass."""
+        xp = self.xp
+        with errstate(xp, invalid="ignore", divide="ignore"):
+            s = xp.log1p((self.e_top - 1) + self.rest)  # log1p(-1) = -inf: a fully masked row
+            s0 = xp.where(xp.isneginf(s), 0, s)
+            loss = self.target.cross(self, s0)
+            if self.z_loss:
+                loss = loss + self.z_loss * (self.m + s) ** 2
+            # A +inf logit leaves the distribution undefined; say so with NaN, on that item only.
+            loss = self.target.on_items(xp.where(xp.isposinf(s), xp.nan, loss))
+        return loss.reshape(self.batch_shape)
 
 
 def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction,
              out=None):
-    """Validate everything; return the namespace, the logits as given and with classes last, and the target."""
+    """Validate everything; return the namespace, the logits as given and with classes last, the
+    dtype to compute in, and the target."""
     xp = namespace_of(func, logits=logits, target=target, weight=weight, out=out)
     logits, target = xp.asarray(logits), xp.asarray(target)
-    z = _checks.classes_last(func, logits, axis, xp)
+    dtype = _checks.logits_dtype(func, logits, axis, xp)
+    z = xp.moveaxis(logits, axis, -1)
     kind = _checks.target_kind(func, target, logits.shape, axis)
     _checks.check_ignore_index(func, ignore_index, kind)
     _checks.check_label_smoothing(func, label_smoothing)
     _checks.check_z_loss(func, z_loss)
     _checks.check_reduction(func, reduction)
     num_classes = z.shape[-1]
-    if weight is None:
-        weight = xp.ones(num_classes, dtype=z.dtype)
-    else:
-        weight = _checks.weight_vector(func, weight, num_classes, z.dtype, xp)
+    if weight is not None:
+        weight = _checks.weight_vector(func, weight, num_classes, dtype, xp)
     if kind == "index":
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
-        return xp, logits, z, _ClassIndices(xp, target, weight, ignore_index, label_smoothing)
+        if weight is None:
+            weight = xp.ones(num_classes, dtype=dtype)
+        return xp, logits, z, dtype, _ClassIndices(xp, target, weight, ignore_index, label_smoothing)
     _checks.probability_target(func, target, xp)
-    probabilities = xp.moveaxis(target, axis, -1).astype(z.dtype, copy=False)
-    return xp, logits, z, _Probabilities(xp, probabilities, weight, label_smoothing)
-
-
-def _item_losses(xp, z, target, z_loss):
-    """Each item's loss, plus what the gradient reuses: shifted logits, log-sum, LSE."""
-    m, shifted = max_shift(z, xp)
-    s = log_sum_exp_shifted(shifted, xp)
-    s0 = finite_or_zero(s, xp)
-    lse = (m + s)[..., 0]
-    # -inf logits make 0 * inf in branches that `where` then discards, and +inf
-    # logits make the NaN the docs promise: neither is worth a warning.
-    with errstate(xp, invalid="ignore"):
-        loss = target.cross(shifted, s0)
-        if z_loss:
-            loss = loss + z_loss * lse**2
-        # A +inf logit leaves the distribution undefined; say so with NaN, on that item only.
-        loss = target.on_items(xp.where(xp.isposinf(s[..., 0]), xp.nan, loss))
-    return loss, (shifted, s0, lse)
+    probabilities = xp.moveaxis(target, axis, -1)
+    return xp, logits, z, dtype, _Probabilities(xp, probabilities, weight, label_smoothing)
 
 
 def _scale(xp, target, reduction, dtype):
@@ -149,38 +333,17 @@ def _reduce(xp, loss, scale, reduction):
     return (xp.sum(loss) * scale).astype(loss.dtype)
 
 
-def _write_gradient(xp, target, saved, scale, z_loss, grad):
-    """Write ``scale * ((mass + 2 c LSE) softmax - q)`` into ``grad``, classes last.
-
-    ``grad`` may share memory with the logits: only the saved shifted logits
-    are read from here on.
-    """
-    shifted, s0, lse = saved
-    coefficient = target.mass + 2 * z_loss * lse if z_loss else target.mass
-    with errstate(xp, invalid="ignore"):  # NaN only in items with +inf or NaN logits
-        xp.subtract(shifted, s0, out=grad)
-        xp.exp(grad, out=grad)
-        grad *= (scale * coefficient)[..., None]
-        target.subtract_from(grad, scale)
-
-
 def _loss_and_grad(func, logits, target, out, axis, options):
-    xp, logits, z, q = _prepare(func, logits, target, axis, out=out, **options)
+    xp, logits, z, dtype, q = _prepare(func, logits, target, axis, out=out, **options)
     grad_dtype = _checks.result_dtype(logits.dtype, xp)
     if out is None:
         out = xp.empty(logits.shape, dtype=grad_dtype)
     else:
         _checks.check_out(func, out, logits.shape, grad_dtype)
     reduction, z_loss = options["reduction"], options["z_loss"]
-    item_losses, saved = _item_losses(xp, z, q, z_loss)
-    scale = _scale(xp, q, reduction, z.dtype)
+    scale = _scale(xp, q, reduction, dtype)
     grad = xp.moveaxis(out, axis, -1)
-    if grad.dtype == z.dtype:
-        _write_gradient(xp, q, saved, scale, z_loss, grad)
-    else:  # half precision: computed in float32, stored in the input's dtype
-        work = xp.empty(z.shape, dtype=z.dtype)
-        _write_gradient(xp, q, saved, scale, z_loss, work)
-        grad[...] = work
+    item_losses = _Pass(xp, z, q, dtype, z_loss, grad, scale).run().losses()
     return _reduce(xp, item_losses, scale, reduction), out
 
 
@@ -312,9 +475,9 @@ def cross_entropy(
     """
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                    z_loss=z_loss, reduction=reduction)
-    xp, _, z, q = _prepare("cross_entropy", logits, target, axis, **options)
-    item_losses, _ = _item_losses(xp, z, q, z_loss)
-    return _reduce(xp, item_losses, _scale(xp, q, reduction, z.dtype), reduction)
+    xp, _, z, dtype, q = _prepare("cross_entropy", logits, target, axis, **options)
+    item_losses = _Pass(xp, z, q, dtype, z_loss).run().losses()
+    return _reduce(xp, item_losses, _scale(xp, q, reduction, dtype), reduction)
 
 
 def cross_entropy_grad(
