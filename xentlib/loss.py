@@ -144,7 +144,7 @@ class _Probabilities:
         return q
 
     def dense(self, stats, shifted, q, rows):
-        self.xp.sum(q, axis=-1, out=stats.mass[rows])
+        stats.mass[rows] = self.xp.einsum("ij->i", q)
         _dense_dot(self.xp, q, shifted, stats.dense[rows])
 
     def item_mass(self, stats, rows):
