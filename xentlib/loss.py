@@ -33,15 +33,22 @@ __all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad", "on
 def _dense_dot(xp, q, shifted, out):
     """Write ``sum_k q_k shifted_k`` of each row into ``out``, a ``q_k = 0`` term counting 0.
 
-    ``q`` is one vector for every row (label smoothing) or a row per row
-    (probabilities). The fast product makes ``0 * -inf = NaN`` where a class
-    with no target mass is masked; only the rows it made NaN are summed again
-    term by term.
+    ``q`` is one number (unweighted label smoothing), one vector for every row
+    (weighted smoothing) or a row per row (probabilities). The fast sums make
+    ``0 * -inf = NaN`` where a class with no target mass is masked; only the
+    rows they made NaN are summed again term by term. (einsum, not BLAS: BLAS
+    would start threads of its own inside xentlib's.)
     """
-    out[...] = shifted @ q if q.ndim == 1 else xp.einsum("ij,ij->i", q, shifted)
+    per_row = getattr(q, "ndim", 0) == 2
+    if per_row:
+        out[...] = xp.einsum("ij,ij->i", q, shifted)
+    elif getattr(q, "ndim", 0) == 1:
+        out[...] = xp.einsum("ij,j->i", shifted, q)
+    else:
+        out[...] = q * xp.einsum("ij->i", shifted)
     bad = xp.isnan(out)
     if bool(bad.any()):
-        q_bad = q if q.ndim == 1 else q[bad]
+        q_bad = q[bad] if per_row else q
         out[bad] = xp.sum(xp.where(q_bad == 0, 0, q_bad * shifted[bad]), axis=-1)
 
 
@@ -59,21 +66,26 @@ class _ClassIndices:
     Per-item arrays are flat, one entry per item of the batch in C order.
     """
 
-    def __init__(self, xp, labels, weight, ignore_index, label_smoothing):
+    def __init__(self, xp, labels, weight, num_classes, ignore_index, label_smoothing, dtype):
         self.xp = xp
         labels = labels.reshape(-1)
         self.valid = None if ignore_index is None else labels != ignore_index
         self.ignored = None if self.valid is None else ~self.valid
         # An ignored item points at class 0 so that gathering stays in bounds; its mass is 0.
         self.labels = labels if self.valid is None else xp.where(self.valid, labels, 0)
-        label_weight = self.on_items(weight[self.labels])
+        label_weight = xp.ones(labels.shape, dtype=dtype) if weight is None else weight[self.labels]
+        label_weight = self.on_items(label_weight)
         self.count = xp.sum(label_weight)
         self.hit = (1 - label_smoothing) * label_weight
         self.spread = None
         self.mass = self.hit
         if label_smoothing > 0:
-            self.spread = (label_smoothing / weight.shape[0]) * weight
-            self.spread_mass = xp.sum(self.spread)
+            # Each class's share: one number for unweighted classes, else a vector.
+            self.spread = label_smoothing / num_classes
+            self.spread_mass = xp.asarray(label_smoothing, dtype=dtype)
+            if weight is not None:
+                self.spread = self.spread * weight
+                self.spread_mass = xp.sum(self.spread)
             self.mass = self.hit + self.on_items(self.spread_mass)
 
     def on_items(self, values):
@@ -308,9 +320,8 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
         weight = _checks.weight_vector(func, weight, num_classes, dtype, xp)
     if kind == "index":
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
-        if weight is None:
-            weight = xp.ones(num_classes, dtype=dtype)
-        return xp, logits, z, dtype, _ClassIndices(xp, target, weight, ignore_index, label_smoothing)
+        q = _ClassIndices(xp, target, weight, num_classes, ignore_index, label_smoothing, dtype)
+        return xp, logits, z, dtype, q
     _checks.probability_target(func, target, xp)
     probabilities = xp.moveaxis(target, axis, -1)
     return xp, logits, z, dtype, _Probabilities(xp, probabilities, weight, label_smoothing)
