@@ -13,6 +13,7 @@ Both settings are module attributes so that a test (or a user) can change them:
 of threads, the caller's included.
 """
 
+import contextlib
 import itertools
 import math
 import os
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["BLOCK_BYTES", "THREADS", "for_each_block", "row_blocks", "rows_per_block"]
 
-BLOCK_BYTES = 1 << 19
+BLOCK_BYTES = 1 << 20
 THREADS = min(2, os.cpu_count() or 1)
 
 _pool = None
@@ -74,13 +75,15 @@ def _executor(workers):
         return _pool
 
 
-def for_each_block(blocks, work, scratch):
+def for_each_block(blocks, work, scratch, context=contextlib.nullcontext):
     """Call ``work(block, buffers)`` for every block, on up to ``THREADS`` threads.
 
     ``scratch()`` makes one thread's buffers; each thread makes them once and
-    reuses them for every block it takes. Threads take the next block as they
-    finish the last, so a core slowed by other work simply takes fewer. The
-    calling thread works too; the first exception is raised once all stop.
+    reuses them for every block it takes. ``context()`` is entered once per
+    thread around its blocks (NumPy's error state, for one, is per thread).
+    Threads take the next block as they finish the last, so a core slowed by
+    other work simply takes fewer. The calling thread works too; the first
+    exception is raised once all stop.
     """
     blocks = list(blocks)
     threads = max(1, min(THREADS, len(blocks)))
@@ -88,8 +91,9 @@ def for_each_block(blocks, work, scratch):
 
     def worker():
         buffers = scratch()
-        for block in iter(claim, None):
-            work(block, buffers)
+        with context():
+            for block in iter(claim, None):
+                work(block, buffers)
 
     if threads == 1:
         return worker()

@@ -226,7 +226,12 @@ class _Pass:
         def scratch():
             return _Scratch(self.xp, self.scratch_size, self.dtype)
 
-        _blocked.for_each_block(self.blocks, self.block, scratch)
+        # -inf logits make 0 * inf, +inf logits inf - inf: the NaNs they leave are the
+        # documented result or are discarded by `where`; neither is worth a warning.
+        def quiet():
+            return errstate(self.xp, invalid="ignore", divide="ignore")
+
+        _blocked.for_each_block(self.blocks, self.block, scratch, quiet)
         return self
 
     def read(self, a, index, scratch, name):
@@ -239,21 +244,17 @@ class _Pass:
         return rows.reshape(-1, part.shape[-1])
 
     def block(self, block, scratch):
-        index, start, stop = block
-        # -inf logits make 0 * inf, +inf logits inf - inf: the NaNs they leave are the
-        # documented result or are discarded by `where`; neither is worth a warning.
-        with errstate(self.xp, invalid="ignore", divide="ignore"):
-            self._block(index, slice(start, stop), scratch)
-
-    def _block(self, index, rows, scratch):
+        # Every NumPy call here costs microseconds of Python whatever the block's size,
+        # so the per-block steps are kept few; the per-item ones wait for `losses`.
         xp, target = self.xp, self.target
+        index, start, stop = block
+        rows = slice(start, stop)
         z = self.read(self.z, index, scratch, "z")
         r = xp.arange(z.shape[0])
-        top = self.top[rows]
-        xp.argmax(z, axis=-1, out=top)
-        m = self.m[rows]
+        top = z.argmax(axis=-1, out=self.top[rows])
         # A row of -inf shifts by the most negative float and stays -inf; +inf and NaN stay NaN.
-        xp.clip(z[r, top], -self.big, self.big, out=m)
+        m = xp.maximum(z[r, top], -self.big, out=self.m[rows])
+        xp.minimum(m, self.big, out=m)
         t = None if self.probabilities is None else self.read(self.probabilities, index, scratch, "t")
         q = target.load(self, z, m, rows, r, t, scratch)
         part = None if self.grad is None else self.grad[index]
@@ -268,21 +269,22 @@ class _Pass:
         self.e_top[rows] = e_top
         e[r, top] = 0
         # einsum sums in SIMD lanes: a few times faster than sum's pairwise loop, as accurate here.
-        self.rest[rows] = xp.einsum("ij->i", e)
+        rest = self.rest[rows]
+        rest[...] = xp.einsum("ij->i", e)
         if self.grad is None:
             return
         e[r, top] = e_top
-        self._gradient(e, q, m, rows, r, scratch)
+        self._gradient(e, q, m, e_top, rest, rows, r, scratch)
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
-    def _gradient(self, e, q, m, rows, r, scratch):
+    def _gradient(self, e, q, m, e_top, rest, rows, r, scratch):
         """Turn a block's exponentials into ``scale * ((mass + 2 c LSE) softmax - q)``."""
         xp = self.xp
-        total = self.e_top[rows] + self.rest[rows]
+        total = e_top + rest
         coefficient = self.target.item_mass(self, rows)
         if self.z_loss:
-            lse = m + xp.log1p((self.e_top[rows] - 1) + self.rest[rows])
+            lse = m + xp.log1p((e_top - 1) + rest)
             coefficient = coefficient + 2 * self.z_loss * lse
         factor = (self.scale * coefficient) / xp.where(total == 0, 1, total)
         xp.multiply(e, factor[:, None], out=e)
