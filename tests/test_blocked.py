@@ -256,3 +256,41 @@ def test_settings_do_not_change_the_result(monkeypatch, threads, block_bytes):
     monkeypatch.setattr(_blocked, "THREADS", threads)
     monkeypatch.setattr(_blocked, "BLOCK_BYTES", block_bytes)
     _assert_same(_results("cross_entropy_with_grad", logits, labels), expected)
+
+
+class TestFloat32SkipsTheShift:
+    """float32 rows whose max lies in [0, log(max float) - log C - 1] are exponentiated unshifted."""
+
+    def _logits(self, mixed):
+        logits = RNG.normal(scale=2.0, size=(40, 9))
+        logits[:, 0] += 10.0  # every row max in range
+        if mixed:  # in every block, rows that need the shift
+            logits[::4] -= 50.0  # max below 0
+            logits[1::4] += 100.0  # max above the bound
+        logits[2, 0] = 30.0  # an almost certain row, unshifted: its loss is about e^-28
+        logits[6, 3] = -np.inf
+        return logits
+
+    @pytest.mark.usefixtures("small_blocks")
+    @pytest.mark.parametrize("options", [dict(), dict(weight=np.linspace(0.5, 2.0, 9)),
+                                         dict(ignore_index=-100), dict(z_loss=1e-3)],
+                             ids=["plain", "weight", "ignore_index", "z_loss"])
+    @pytest.mark.parametrize("mixed", [False, True], ids=["all-unshifted", "mixed"])
+    def test_matches_float64_and_unblocked(self, monkeypatch, options, mixed):
+        logits = self._logits(mixed)
+        labels = RNG.integers(0, 9, size=40)
+        labels[2] = 0
+        labels[6] = 1
+        if "ignore_index" in options:
+            labels[5::7] = -100
+        logits32 = _readonly(logits.astype(np.float32))
+        blocked = _results("cross_entropy_with_grad", logits32, labels, reduction="none", **options)
+        _assert_same(blocked, _unblocked(monkeypatch, "cross_entropy_with_grad", logits32, labels,
+                                         reduction="none", **options))
+        # Against float64 on the float32-rounded logits: to float32 accuracy, tiny losses included.
+        exact = _results("cross_entropy_with_grad", logits32.astype(np.float64), labels,
+                         reduction="none", **options)
+        np.testing.assert_allclose(blocked[0], exact[0], rtol=2e-6)
+        np.testing.assert_allclose(blocked[1], exact[1], rtol=1e-5, atol=1e-7)
+        if "z_loss" not in options:
+            assert 0 < blocked[0][2] < 1e-9

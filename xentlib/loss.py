@@ -218,6 +218,11 @@ class _Pass:
         self.m, self.e_top, self.rest, self.label, self.dense, self.mass = (
             xp.empty(n, dtype=dtype) for _ in range(6))
         self.big = xp.finfo(dtype).max
+        # float64's exp is not vectorized on most CPUs: its shift costs little, and its
+        # callers expect the last bits; float32 skips the shift where it is not needed.
+        self.unshifted_max = None
+        if dtype == xp.float32:
+            self.unshifted_max = math.log(float(self.big)) - math.log(num_classes) - 1
         rows = _blocked.rows_per_block(num_classes * dtype.itemsize) if in_row_blocks(xp) else n
         self.blocks = list(_blocked.row_blocks(layout, rows)) if n else []
         self.scratch_size = min(rows, n) * num_classes
@@ -262,15 +267,22 @@ class _Pass:
             e, part = part, None  # the exponentials go straight into the gradient
         else:
             e = scratch.get("e", z.shape)
-        xp.subtract(z, m[:, None], out=e)
-        target.dense(self, e, q, rows)
-        xp.exp(e, out=e)
+        safe = self._needs_no_shift(m, q)
+        if safe is not None and bool(safe.all()):
+            xp.exp(z, out=e)
+        else:
+            xp.subtract(z, m[:, None] if safe is None else xp.where(safe, 0, m)[:, None], out=e)
+            target.dense(self, e, q, rows)
+            xp.exp(e, out=e)
         e_top = e[r, top]
-        self.e_top[rows] = e_top
         e[r, top] = 0
         # einsum sums in SIMD lanes: a few times faster than sum's pairwise loop, as accurate here.
-        rest = self.rest[rows]
-        rest[...] = xp.einsum("ij->i", e)
+        rest = xp.einsum("ij->i", e)
+        if safe is None:
+            self.e_top[rows], self.rest[rows] = e_top, rest
+        else:  # the statistics of the shifted row: the max's term 1, the others divided by it
+            self.e_top[rows] = xp.where(safe, 1, e_top)
+            self.rest[rows] = xp.where(safe, rest / e_top, rest)
         if self.grad is None:
             return
         e[r, top] = e_top
@@ -278,13 +290,25 @@ class _Pass:
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
+    def _needs_no_shift(self, m, q):
+        """Rows whose exponentials need no shift, or None where every row is shifted.
+
+        With a row max ``m`` in ``[0, unshifted_max]``, ``exp(z)`` cannot overflow
+        (nor can the row's sum) and underflows no sooner than ``exp(z - m)``, so
+        the subtraction, a full sweep over the block, can be skipped. Only for
+        float32, and only when no target term needs the shifted logits (``q``).
+        """
+        if q is not None or self.unshifted_max is None:
+            return None
+        return (m >= 0) & (m <= self.unshifted_max)
+
     def _gradient(self, e, q, m, e_top, rest, rows, r, scratch):
         """Turn a block's exponentials into ``scale * ((mass + 2 c LSE) softmax - q)``."""
         xp = self.xp
-        total = e_top + rest
+        total = e_top + rest  # as the block holds them, shifted or not
         coefficient = self.target.item_mass(self, rows)
         if self.z_loss:
-            lse = m + xp.log1p((e_top - 1) + rest)
+            lse = m + xp.log1p((self.e_top[rows] - 1) + self.rest[rows])
             coefficient = coefficient + 2 * self.z_loss * lse
         factor = (self.scale * coefficient) / xp.where(total == 0, 1, total)
         xp.multiply(e, factor[:, None], out=e)
