@@ -294,3 +294,34 @@ class TestFloat32SkipsTheShift:
         np.testing.assert_allclose(blocked[1], exact[1], rtol=1e-5, atol=1e-7)
         if "z_loss" not in options:
             assert 0 < blocked[0][2] < 1e-9
+
+
+@pytest.mark.usefixtures("small_blocks")
+class TestProbabilitiesCheckedOnTheWay:
+    """Without a caller's buffer, negative or NaN probabilities are found block by block."""
+
+    @pytest.mark.parametrize("bad", [-0.25, np.nan])
+    @pytest.mark.parametrize("function", FUNCTIONS)
+    def test_same_error_as_before_the_pass(self, function, bad):
+        logits, target = _problem((23, 7), kind="probability")
+        target = target.copy()
+        target[17, 4] = bad
+        what = "is negative" if bad < 0 else "is not a number"
+        with pytest.raises(ValueError, match=rf"{function}: target\[17, 4\] = {bad} {what}"):
+            getattr(xentlib, function)(logits, _readonly(target))
+
+    def test_a_callers_buffer_is_left_alone(self):
+        logits, target = _problem((23, 7), kind="probability")
+        target = target.copy()
+        target[17, 4] = -1.0
+        work = logits.copy()
+        with pytest.raises(ValueError, match=r"target\[17, 4\] = -1.0 is negative"):
+            xentlib.cross_entropy_with_grad(work, target, out=work)
+        np.testing.assert_array_equal(work, logits)
+
+    def test_float32_logits_do_not_round_a_tiny_negative_away(self):
+        logits, target = _problem((23, 7), kind="probability")
+        target = target.copy()
+        target[3, 3] = -1e-50  # 0.0 in float32, still wrong
+        with pytest.raises(ValueError, match=r"target\[3, 3\] = -1e-50 is negative"):
+            xentlib.cross_entropy(logits.astype(np.float32), target)

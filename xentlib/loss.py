@@ -22,6 +22,7 @@ blocks that stay in cache, on a few threads (`xentlib._blocked`); CuPy runs it
 once on the whole array (`_namespace.in_row_blocks` decides).
 """
 
+import functools
 import math
 
 from . import _blocked, _checks
@@ -94,6 +95,9 @@ class _ClassIndices:
             return values
         return self.xp.where(self.valid, values, 0)
 
+    def after_pass(self):
+        """Class indices were checked in full before the pass."""
+
     # The pass calls the next four on one block: `rows` slices its items, `r` numbers its rows.
 
     def load(self, stats, z, m, rows, r, probabilities, scratch):
@@ -128,11 +132,16 @@ class _Probabilities:
     """Targets given as a probability (or any non-negative mass) per class, classes last.
 
     ``q`` is made one block at a time, so no logits-sized array is ever built.
+    ``check``, when given, is the validation of the targets still owed: each
+    block is inspected on the way (a min-reduction of data the pass reads
+    anyway), and ``check`` raises after the pass if one looked wrong.
     """
 
-    def __init__(self, xp, target, weight, label_smoothing):
+    def __init__(self, xp, target, weight, label_smoothing, check=None):
         self.xp = xp
         self.t = target
+        self.check = check
+        self.suspect = False
         self.count = math.prod(target.shape[:-1])
         # q = a t + b, with a and b scalars or one entry per class; a is None for q = t.
         self.a = self.b = None
@@ -145,6 +154,14 @@ class _Probabilities:
 
     def on_items(self, values):
         return values
+
+    def inspect(self, part):
+        if self.check is not None and not bool(part.min() >= 0):  # NaN fails too
+            self.suspect = True
+
+    def after_pass(self):
+        if self.suspect:
+            self.check()  # raises, naming the first offender
 
     def load(self, stats, z, m, rows, r, probabilities, scratch):
         if self.a is None:
@@ -237,6 +254,7 @@ class _Pass:
             return errstate(self.xp, invalid="ignore", divide="ignore")
 
         _blocked.for_each_block(self.blocks, self.block, scratch, quiet)
+        self.target.after_pass()
         return self
 
     def read(self, a, index, scratch, name):
@@ -260,7 +278,10 @@ class _Pass:
         # A row of -inf shifts by the most negative float and stays -inf; +inf and NaN stay NaN.
         m = xp.maximum(z[r, top], -self.big, out=self.m[rows])
         xp.minimum(m, self.big, out=m)
-        t = None if self.probabilities is None else self.read(self.probabilities, index, scratch, "t")
+        t = None
+        if self.probabilities is not None:
+            target.inspect(self.probabilities[index])
+            t = self.read(self.probabilities, index, scratch, "t")
         q = target.load(self, z, m, rows, r, t, scratch)
         part = None if self.grad is None else self.grad[index]
         if part is not None and part.ndim == 2 and part.dtype == self.dtype:
@@ -348,9 +369,12 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
         q = _ClassIndices(xp, target, weight, num_classes, ignore_index, label_smoothing, dtype)
         return xp, logits, z, dtype, q
-    _checks.probability_target(func, target, xp)
+    check = functools.partial(_checks.probability_target, func, target, xp)
+    if out is not None:  # the caller's buffer, maybe the logits: check before writing to it
+        check()
+        check = None
     probabilities = xp.moveaxis(target, axis, -1)
-    return xp, logits, z, dtype, _Probabilities(xp, probabilities, weight, label_smoothing)
+    return xp, logits, z, dtype, _Probabilities(xp, probabilities, weight, label_smoothing, check)
 
 
 def _scale(xp, target, reduction, dtype):
