@@ -109,14 +109,19 @@ class _ClassIndices:
         if q is not None:
             _dense_dot(self.xp, q, shifted, stats.dense[rows])
 
-    def item_mass(self, stats, rows):
-        return self.mass[rows]
+    def scale_by(self, scale):
+        """Before a pass that writes the gradient: the reduction's factor, applied once per item."""
+        self.scaled_mass, self.scaled_hit = scale * self.mass, scale * self.hit
+        self.scaled_spread = None if self.spread is None else scale * self.spread
 
-    def subtract_from(self, grad, q, rows, r, scale, scratch):
+    def scaled_mass_of(self, stats, rows):
+        return self.scaled_mass[rows]
+
+    def subtract_from(self, grad, q, rows, r, scratch):
         """Subtract ``scale * q`` from one block of the gradient; ignored rows become exactly 0."""
-        grad[r, self.labels[rows]] -= scale * self.hit[rows]
+        grad[r, self.labels[rows]] -= self.scaled_hit[rows]
         if q is not None:
-            grad -= scale * q
+            grad -= self.scaled_spread
         if self.ignored is not None:
             grad[self.ignored[rows]] = 0  # even where a NaN logit left 0 * NaN
 
@@ -176,12 +181,15 @@ class _Probabilities:
         stats.mass[rows] = self.xp.einsum("ij->i", q)
         _dense_dot(self.xp, q, shifted, stats.dense[rows])
 
-    def item_mass(self, stats, rows):
-        return stats.mass[rows]
+    def scale_by(self, scale):
+        self.scale = scale
 
-    def subtract_from(self, grad, q, rows, r, scale, scratch):
+    def scaled_mass_of(self, stats, rows):
+        return self.scale * stats.mass[rows]
+
+    def subtract_from(self, grad, q, rows, r, scratch):
         scaled = scratch.get("q", q.shape)  # q itself when q was made here: it is not needed again
-        self.xp.multiply(q, scale, out=scaled)
+        self.xp.multiply(q, self.scale, out=scaled)
         grad -= scaled
 
     def cross(self, stats, s0):
@@ -220,6 +228,8 @@ class _Pass:
     def __init__(self, xp, z, target, dtype, z_loss=0.0, grad=None, scale=1):
         self.xp, self.target, self.dtype = xp, target, dtype
         self.z_loss, self.scale = z_loss, scale
+        if grad is not None:
+            target.scale_by(scale)
         self.batch_shape, num_classes = z.shape[:-1], z.shape[-1]
         n = math.prod(self.batch_shape)
         probabilities = getattr(target, "t", None)
@@ -289,7 +299,8 @@ class _Pass:
         else:
             e = scratch.get("e", z.shape)
         safe = self._needs_no_shift(m, q)
-        if safe is not None and bool(safe.all()):
+        unshifted = safe is not None and bool(safe.all())
+        if unshifted:
             xp.exp(z, out=e)
         else:
             xp.subtract(z, m[:, None] if safe is None else xp.where(safe, 0, m)[:, None], out=e)
@@ -299,15 +310,20 @@ class _Pass:
         e[r, top] = 0
         # einsum sums in SIMD lanes: a few times faster than sum's pairwise loop, as accurate here.
         rest = xp.einsum("ij->i", e)
-        if safe is None:
+        # Kept as for the shifted row: the max's term 1, the others divided by e^m where unshifted.
+        if unshifted:
+            self.e_top[rows], self.rest[rows] = 1, rest / e_top
+        elif safe is None:
             self.e_top[rows], self.rest[rows] = e_top, rest
-        else:  # the statistics of the shifted row: the max's term 1, the others divided by it
+        else:
             self.e_top[rows] = xp.where(safe, 1, e_top)
             self.rest[rows] = xp.where(safe, rest / e_top, rest)
         if self.grad is None:
             return
         e[r, top] = e_top
-        self._gradient(e, q, m, e_top, rest, rows, r, scratch)
+        # Unshifted rows have e_top = e^m >= 1; only a shifted row can sum to 0 (all -inf).
+        total = e_top + rest if unshifted else xp.where(e_top + rest == 0, 1, e_top + rest)
+        self._gradient(e, q, m, total, rows, r, scratch)
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
@@ -323,17 +339,15 @@ class _Pass:
             return None
         return (m >= 0) & (m <= self.unshifted_max)
 
-    def _gradient(self, e, q, m, e_top, rest, rows, r, scratch):
-        """Turn a block's exponentials into ``scale * ((mass + 2 c LSE) softmax - q)``."""
+    def _gradient(self, e, q, m, total, rows, r, scratch):
+        """Turn a block's exponentials, summing to ``total``, into ``scale ((mass + 2 c LSE) softmax - q)``."""
         xp = self.xp
-        total = e_top + rest  # as the block holds them, shifted or not
-        coefficient = self.target.item_mass(self, rows)
+        coefficient = self.target.scaled_mass_of(self, rows)
         if self.z_loss:
             lse = m + xp.log1p((self.e_top[rows] - 1) + self.rest[rows])
-            coefficient = coefficient + 2 * self.z_loss * lse
-        factor = (self.scale * coefficient) / xp.where(total == 0, 1, total)
-        xp.multiply(e, factor[:, None], out=e)
-        self.target.subtract_from(e, q, rows, r, self.scale, scratch)
+            coefficient = coefficient + (2 * self.z_loss * self.scale) * lse
+        xp.multiply(e, (coefficient / total)[:, None], out=e)
+        self.target.subtract_from(e, q, rows, r, scratch)
 
     def losses(self):
         """Each item's loss, shaped like the batch, from the statistics of the pass."""
