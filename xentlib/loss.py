@@ -98,7 +98,12 @@ class _ClassIndices:
     def after_pass(self):
         """Class indices were checked in full before the pass."""
 
-    # The pass calls the next four on one block: `rows` slices its items, `r` numbers its rows.
+    def scale_by(self, scale):
+        """Before a pass that writes the gradient: the reduction's factor, applied once per item."""
+        self.scaled_mass, self.scaled_hit = scale * self.mass, scale * self.hit
+        self.scaled_spread = None if self.spread is None else scale * self.spread
+
+    # The pass calls the next four on each block: `rows` slices its items, `r` numbers its rows.
 
     def load(self, stats, z, m, rows, r, probabilities, scratch):
         """Gather each label's shifted logit (before the block may be overwritten); return q's dense part."""
@@ -108,11 +113,6 @@ class _ClassIndices:
     def dense(self, stats, shifted, q, rows):
         if q is not None:
             _dense_dot(self.xp, q, shifted, stats.dense[rows])
-
-    def scale_by(self, scale):
-        """Before a pass that writes the gradient: the reduction's factor, applied once per item."""
-        self.scaled_mass, self.scaled_hit = scale * self.mass, scale * self.hit
-        self.scaled_spread = None if self.spread is None else scale * self.spread
 
     def scaled_mass_of(self, stats, rows):
         return self.scaled_mass[rows]
