@@ -325,3 +325,17 @@ class TestProbabilitiesCheckedOnTheWay:
         target[3, 3] = -1e-50  # 0.0 in float32, still wrong
         with pytest.raises(ValueError, match=r"target\[3, 3\] = -1e-50 is negative"):
             xentlib.cross_entropy(logits.astype(np.float32), target)
+
+
+def test_callers_on_several_threads_share_the_pool(monkeypatch):
+    # Each call claims its own blocks; the shared worker thread only ever helps.
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(_blocked, "THREADS", 2)
+    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 5 * 7 * 8)
+    problems = [_problem((41, 7)) for _ in range(6)]
+    expected = [_unblocked(monkeypatch, "cross_entropy_with_grad", z, y) for z, y in problems]
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda p: xentlib.cross_entropy_with_grad(*p), problems))
+    for result, want in zip(results, expected, strict=True):
+        _assert_same(result, want)
