@@ -62,5 +62,5 @@ def test_main_writes_json_and_figure(tmp_path, capsys):
 def test_plot_labels_its_axes(results):
     figure = bench.plot(results)
     ax = figure.axes[0]
-    assert "baseline" in ax.get_ylabel()
+    assert "whole-array NumPy" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["C = 5", "C = 64"]

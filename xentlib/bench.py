@@ -289,12 +289,12 @@ def plot(results, ax=None):
         ratio = {r["classes"]: r["ratio"] for r in results if r["method"] == name}
         ax.bar([i + j * width for i in range(len(classes))], [ratio.get(c, np.nan) for c in classes],
                width, label=name)
-    baseline = {r["baseline"] for r in results if r["baseline"]}
+    baseline = "torch" if any(r["baseline"] == "torch" for r in results) else "whole-array NumPy"
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], [f"C = {c}" for c in classes])
-    ax.set_ylabel("time / baseline (lower is faster)")
-    ax.set_title(f"median time over {' and '.join(sorted(baseline))}", fontsize="medium")
-    ax.legend(fontsize="small", ncols=2)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"median time / {baseline}\n(log scale, lower is faster)")
+    ax.legend(fontsize="small", ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(alpha=0.3, axis="y")
     return ax.figure
 
