@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book test site-test gpu-test clean
+.PHONY: venv book test site-test gpu-test bench clean
 
 # Reinstall when the pins or the package metadata change.
 $(VENV)/installed: requirements.txt pyproject.toml
@@ -38,6 +38,11 @@ site-test: book
 gpu-test: $(VENV)/installed
 	$(BIN)/python -m pytest -m gpu tests
 	XENTLIB_BACKEND=cupy $(BIN)/python -m pytest book
+
+# Timings and peak memory against torch (when installed), NumPy and SciPy: about five minutes
+# on two cores. Writes bench.json and bench.png into _build/bench.
+bench: $(VENV)/installed
+	$(BIN)/python -m xentlib.bench --out _build/bench
 
 clean:
 	rm -rf _build

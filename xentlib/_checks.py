@@ -20,6 +20,7 @@ __all__ = [
     "class_indices_only",
     "classes_last",
     "index_target",
+    "logits_dtype",
     "probability_target",
     "result_dtype",
     "target_kind",
@@ -68,6 +69,12 @@ def classes_last(func, logits, axis, xp):
     The view is the caller's own array whenever no conversion is needed, so
     nothing downstream may write into it.
     """
+    dtype = logits_dtype(func, logits, axis, xp)
+    return xp.moveaxis(logits, axis, -1).astype(dtype, copy=False)
+
+
+def logits_dtype(func, logits, axis, xp):
+    """Validate ``logits`` and ``axis``; return the dtype to compute in (see `work_dtype`)."""
     dtype = work_dtype(func, "logits", logits.dtype, xp)
     if logits.ndim == 0:
         msg = f"{func}: logits is 0-dimensional; expected an array with a class axis"
@@ -81,7 +88,7 @@ def classes_last(func, logits, axis, xp):
     if logits.shape[axis] == 0:
         msg = f"{func}: logits has no classes (size 0 on axis {axis}); expected at least one"
         raise ValueError(msg)
-    return xp.moveaxis(logits, axis, -1).astype(dtype, copy=False)
+    return dtype
 
 
 def target_kind(func, target, logits_shape, axis):
@@ -161,7 +168,12 @@ def index_target(func, name, labels, num_classes, axis, ignore_index, xp):
 
 
 def probability_target(func, target, xp):
-    """Check that every probability is a number >= 0 (rows need not sum to 1, as in torch)."""
+    """Check that every probability is a number >= 0 (rows need not sum to 1, as in torch).
+
+    One min-reduction (NaN propagates through it) instead of a logits-sized mask.
+    """
+    if target.size == 0 or bool(xp.min(target) >= 0):
+        return
     bad = ~(target >= 0)
     if bool(xp.any(bad)):
         position = _first(xp, bad)

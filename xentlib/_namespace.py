@@ -170,6 +170,16 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def in_row_blocks(xp):
+    """Whether a pass over the logits goes block by block on threads, or whole.
+
+    NumPy: blocks of rows that stay in cache, on a few threads (`xentlib._blocked`).
+    CuPy: the whole array per step, since a GPU wants few large launches and a
+    Python loop over blocks would only add them.
+    """
+    return xp is np
+
+
 def errstate(xp, **kwargs):
     """NumPy's ``errstate`` for NumPy; CuPy never warns about float errors."""
     return np.errstate(**kwargs) if xp is np else contextlib.nullcontext()

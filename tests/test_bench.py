@@ -1,0 +1,66 @@
+"""The benchmark runs end to end on tiny arrays; its numbers are not checked, only their shape."""
+
+import json
+
+import pytest
+
+from xentlib import bench
+
+TINY = dict(classes=[5, 64], elements=1 << 10, repeat=2)
+
+
+@pytest.fixture(scope="module")
+def results():
+    return bench.run(**TINY, use_torch=False)
+
+
+def test_one_row_per_class_count_and_method(results):
+    methods = {r["method"] for r in results}
+    assert {"xentlib fused", "xentlib fused in-place", "xentlib loss", "naive gather", "naive one-hot",
+            "scipy logsumexp", "numpy stable", "numpy stable + grad", "exp floor"} <= methods
+    assert len(results) == len(TINY["classes"]) * len(methods)
+    assert {(r["classes"], r["rows"]) for r in results} == {(5, 204), (64, 16)}
+
+
+def test_ratios_are_to_the_numpy_baseline_without_torch(results):
+    for r in results:
+        assert len(r["times"]) == TINY["repeat"]
+        if r["kind"] == "floor":
+            assert r["baseline"] is None and r["floor_ratio"] == 1.0
+            continue
+        assert r["baseline"] == {"loss": "numpy stable", "loss+grad": "numpy stable + grad"}[r["kind"]]
+        if r["method"] == r["baseline"]:
+            assert r["ratio"] == 1.0
+
+
+def test_memory_of_the_in_place_gradient_is_below_a_fresh_one():
+    # 1 MiB of logits in rows of 1024 classes, so that the per-item arrays hardly count.
+    rows = bench.run(classes=[1024], elements=1 << 18, repeat=1, use_torch=False,
+                     methods=["xentlib fused", "xentlib fused in-place"])
+    memory = {r["method"]: r["memory"] for r in rows}
+    assert memory["xentlib fused in-place"] < 0.2 and 1.0 <= memory["xentlib fused"] < 1.2
+
+
+def test_a_subset_keeps_the_baselines():
+    rows = bench.run(classes=[8], elements=64, repeat=1, methods=["xentlib loss"], use_torch=False)
+    assert {r["method"] for r in rows} == {"xentlib loss", "numpy stable", "numpy stable + grad",
+                                             "exp floor"}
+
+
+def test_main_writes_json_and_figure(tmp_path, capsys):
+    bench.main(["--quick", "--classes", "4,16", "--elements", "256", "--repeat", "1", "--no-torch",
+                "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["settings"]["classes"] == [4, 16]
+    assert len(saved["results"]) == 2 * 9
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    out = capsys.readouterr()
+    assert "xentlib fused in-place" in out.out
+    assert "wrote" in out.err
+
+
+def test_plot_labels_its_axes(results):
+    figure = bench.plot(results)
+    ax = figure.axes[0]
+    assert "whole-array NumPy" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["C = 5", "C = 64"]

@@ -1,0 +1,339 @@
+"""Time xentlib against its peers on the same arrays: ``python -m xentlib.bench``.
+
+Every method gets the same float logits of shape ``(N, C)`` with ``N * C``
+fixed, and the same labels. Repetitions are interleaved (one call of each
+method in turn, the order rotating), so a machine that slows down for a while
+slows every method alike; the reported time is the median. Peak extra memory
+is measured apart, with `tracemalloc`, as a multiple of the logits' size (NumPy
+methods only: torch allocates outside Python's view).
+
+Methods (``kind`` says what each computes):
+
+- ``xentlib fused``, ``xentlib fused in-place``: `xentlib.cross_entropy_with_grad`,
+  the gradient in a fresh array or written over the logits (``out=logits``);
+- ``xentlib loss``: `xentlib.cross_entropy`;
+- ``naive gather``, ``naive one-hot``: `xentlib.naive` softmax, then the
+  gathered or one-hot loss, as tutorials write them;
+- ``scipy logsumexp``: ``scipy.special.logsumexp(z) - z[y]``;
+- ``numpy stable``, ``numpy stable + grad``: the careful whole-array NumPy a user
+  would write (max shift, logsumexp, softmax minus one-hot), the baseline when
+  torch is missing;
+- ``torch`` and ``torch + backward``: ``torch.nn.functional.cross_entropy`` on
+  tensors torch allocated itself, with its default threads;
+- ``exp floor``: one ``numpy.exp`` of every logit, in cache-sized blocks split
+  over xentlib's threads: no NumPy loss can take less.
+
+Ratios compare each method with the baseline of its kind (torch when it is
+installed) and with the exp floor.
+
+`run` returns the results as a list of dicts, which is how the performance
+chapter calls it; `main` adds a progress bar, ``bench.json`` and ``bench.png``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from . import _blocked, naive
+from .loss import cross_entropy, cross_entropy_with_grad
+
+__all__ = ["run", "plot", "main"]
+
+FULL = dict(classes=(1000, 32768, 131072), elements=1 << 23, repeat=15)
+QUICK = dict(classes=(1000, 8192), elements=1 << 20, repeat=5)
+
+
+def _numpy_stable_loss(z, y):
+    """The whole-array loss a careful NumPy user writes: shift, logsumexp, gather."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(shifted).sum(axis=1))
+    return np.mean(lse - shifted[np.arange(len(y)), y])
+
+
+def _numpy_stable_loss_and_grad(z, y):
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    loss = np.mean(np.log(total[:, 0]) - shifted[rows, y])
+    grad = e / total
+    grad[rows, y] -= 1
+    grad /= len(y)
+    return loss, grad
+
+
+def _exp_floor(z):
+    """One exp of every logit into per-thread scratch, in blocks, on xentlib's threads."""
+    rows = _blocked.rows_per_block(z.shape[1] * z.itemsize)
+    blocks = [slice(i, i + rows) for i in range(0, z.shape[0], rows)]
+
+    def work(block, scratch):
+        part = z[block]
+        np.exp(part, out=scratch[: part.shape[0]])
+
+    _blocked.for_each_block(blocks, work, lambda: np.empty((rows, z.shape[1]), z.dtype))
+
+
+def _methods(z, y, torch):
+    """``{name: (kind, call, prepare)}``; ``prepare`` runs untimed before each call."""
+    import scipy.special
+
+    rows = np.arange(len(y))
+    onehot = np.zeros(z.shape, z.dtype)
+    onehot[rows, y] = 1
+    work = np.empty_like(z)
+    methods = {
+        "xentlib fused": ("loss+grad", lambda: cross_entropy_with_grad(z, y), None),
+        "xentlib fused in-place": ("loss+grad", lambda: cross_entropy_with_grad(work, y, out=work),
+                                   lambda: np.copyto(work, z)),
+        "xentlib loss": ("loss", lambda: cross_entropy(z, y), None),
+        "naive gather": ("loss", lambda: naive.cross_entropy_gather(naive.softmax(z), y), None),
+        "naive one-hot": ("loss", lambda: naive.cross_entropy_onehot(naive.softmax(z), onehot), None),
+        "scipy logsumexp": ("loss", lambda: np.mean(scipy.special.logsumexp(z, axis=1) - z[rows, y]),
+                            None),
+        "numpy stable": ("loss", lambda: _numpy_stable_loss(z, y), None),
+        "numpy stable + grad": ("loss+grad", lambda: _numpy_stable_loss_and_grad(z, y), None),
+        "exp floor": ("floor", lambda: _exp_floor(z), None),
+    }
+    if torch is not None:
+        functional = torch.nn.functional
+        # Tensors torch allocated: from_numpy memory is only 16-byte aligned, which slows some kernels.
+        zt, yt = torch.from_numpy(z).clone(), torch.from_numpy(y).clone()
+        leaf = zt.clone().requires_grad_()
+
+        def forward_backward():
+            leaf.grad = None
+            functional.cross_entropy(leaf, yt).backward()
+
+        methods["torch"] = ("loss", lambda: functional.cross_entropy(zt, yt), None)
+        methods["torch + backward"] = ("loss+grad", forward_backward, None)
+    return methods
+
+
+def _peak_extra(call, prepare, nbytes):
+    """Peak memory allocated by one call, beyond what existed before, in logits' sizes."""
+    if prepare is not None:
+        prepare()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return (peak - before) / nbytes
+
+
+class _Progress:
+    """A one-line progress bar on stderr (no dependency); silent when ``enabled`` is False."""
+
+    def __init__(self, total, enabled, width=30):
+        self.total, self.enabled, self.width, self.done = total, enabled, width, 0
+        self.start = time.perf_counter()
+
+    def step(self, label):
+        self.done += 1
+        if not self.enabled:
+            return
+        filled = self.width * self.done // self.total
+        elapsed = time.perf_counter() - self.start
+        bar = "#" * filled + "." * (self.width - filled)
+        sys.stderr.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:5.0f}s {label:<40.40}")
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _import_torch():
+    # Idle OpenMP threads that spin (libgomp's default) steal the cores from whichever method
+    # runs next, xentlib's threads or torch's own; sleeping threads keep the comparison fair.
+    # This only takes effect if torch is not imported yet.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repeat"], *,
+        dtype="float32", seed=0, methods=None, use_torch=True, progress=False):
+    """Time every method on ``(elements // C, C)`` logits for each ``C``; return one dict per pair.
+
+    Parameters
+    ----------
+    classes : sequence of int
+        The class counts ``C``; the rows are ``N = elements // C`` (at least 1).
+    elements : int
+        ``N * C``, the same for every ``C`` so that times compare.
+    repeat : int
+        Timed calls per method; the median is reported.
+    dtype : str
+        Of the logits, ``"float32"`` or ``"float64"``.
+    seed : int
+        For the standard normal logits and uniform labels.
+    methods : sequence of str, optional
+        A subset of the method names (all by default; the baselines and the
+        exp floor are always kept).
+    use_torch : bool
+        Compare with torch when it can be imported (default True).
+    progress : bool
+        Draw a progress bar on stderr.
+
+    Returns
+    -------
+    list of dict
+        One per (C, method): ``classes``, ``rows``, ``dtype``, ``method``,
+        ``kind``, ``seconds`` (median), ``times`` (all), ``baseline`` (the
+        method its ratio divides by), ``ratio`` (to it), ``floor_ratio`` (to
+        the exp floor) and ``memory`` (peak extra memory in logits' sizes, or
+        None where tracemalloc cannot see it).
+
+    Examples
+    --------
+    >>> from xentlib import bench
+    >>> rows = bench.run(classes=[64], elements=1 << 12, repeat=1, use_torch=False)
+    >>> sorted({r["kind"] for r in rows})
+    ['floor', 'loss', 'loss+grad']
+    """
+    torch = _import_torch() if use_torch else None
+    baselines = {"loss": "torch", "loss+grad": "torch + backward"} if torch is not None else {
+        "loss": "numpy stable", "loss+grad": "numpy stable + grad"}
+    rng = np.random.default_rng(seed)
+    problems = []
+    for num_classes in classes:
+        rows = max(1, elements // num_classes)
+        z = rng.standard_normal((rows, num_classes), dtype=np.float64).astype(dtype)
+        y = rng.integers(0, num_classes, size=rows)
+        table = _methods(z, y, torch)
+        keep = set(methods or table) | set(baselines.values()) | {"exp floor"}
+        problems.append((z, y, {name: m for name, m in table.items() if name in keep}))
+    bar = _Progress(sum(len(t) * (repeat + 2) for _, _, t in problems), progress)
+    results = []
+    for z, y, table in problems:
+        results.extend(_time_problem(z, y, table, repeat, baselines, bar))
+    return results
+
+
+def _time_problem(z, y, table, repeat, baselines, bar):
+    names = list(table)
+    times = {name: [] for name in names}
+    memory = {}
+    for name in names:  # warm up (threads, page faults), then memory apart from timing
+        _, call, prepare = table[name]
+        if prepare is not None:
+            prepare()
+        call()
+        memory[name] = None if name.startswith("torch") else _peak_extra(call, prepare, z.nbytes)
+        bar.step(f"C={z.shape[1]} warm-up {name}")
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            _, call, prepare = table[name]
+            if prepare is not None:
+                prepare()
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+            bar.step(f"C={z.shape[1]} {name}")
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    rows = []
+    for name in names:
+        kind = table[name][0]
+        baseline = baselines.get(kind)
+        rows.append(dict(
+            classes=int(z.shape[1]), rows=int(z.shape[0]), dtype=str(z.dtype), method=name, kind=kind,
+            seconds=median[name], times=times[name], baseline=baseline,
+            ratio=median[name] / median[baseline] if baseline else None,
+            floor_ratio=median[name] / median["exp floor"], memory=memory[name],
+        ))
+    return rows
+
+
+def environment():
+    """What the numbers depend on: versions, cores, xentlib's block and thread settings."""
+    torch = _import_torch()
+    return dict(
+        python=platform.python_version(), numpy=np.__version__, machine=platform.machine(),
+        processor=platform.processor(), cpu_count=os.cpu_count(),
+        torch=None if torch is None else torch.__version__,
+        torch_threads=None if torch is None else torch.get_num_threads(),
+        xentlib_threads=_blocked.THREADS, xentlib_block_bytes=_blocked.BLOCK_BYTES,
+    )
+
+
+SHOWN = ["xentlib fused", "xentlib fused in-place", "xentlib loss", "numpy stable",
+         "naive gather", "scipy logsumexp"]
+
+
+def plot(results, ax=None):
+    """Bar chart of each method's time over its baseline, one group per class count.
+
+    Returns the matplotlib figure. Methods not in ``results`` are skipped.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    classes = sorted({r["classes"] for r in results})
+    names = [n for n in SHOWN if any(r["method"] == n for r in results)]
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        ratio = {r["classes"]: r["ratio"] for r in results if r["method"] == name}
+        ax.bar([i + j * width for i in range(len(classes))], [ratio.get(c, np.nan) for c in classes],
+               width, label=name)
+    baseline = "torch" if any(r["baseline"] == "torch" for r in results) else "whole-array NumPy"
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], [f"C = {c}" for c in classes])
+    ax.set_yscale("log")
+    ax.set_ylabel(f"median time / {baseline}\n(log scale, lower is faster)")
+    ax.legend(fontsize="small", ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    ax.grid(alpha=0.3, axis="y")
+    return ax.figure
+
+
+def table(results):
+    """The results as aligned text, one line per (C, method)."""
+    lines = [f"{'C':>7} {'N':>6}  {'method':<24} {'ms':>8} {'ratio':>6} {'/floor':>6} {'memory':>7}"]
+    for r in results:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        memory = "" if r["memory"] is None else f"{r['memory']:.3f}"
+        lines.append(f"{r['classes']:>7} {r['rows']:>6}  {r['method']:<24} {1e3 * r['seconds']:>8.2f} "
+                     f"{ratio:>6} {r['floor_ratio']:>6.2f} {memory:>7}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m xentlib.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small arrays, few repetitions")
+    parser.add_argument("--out", default=".", help="folder for bench.json and bench.png")
+    parser.add_argument("--classes", type=lambda s: [int(c) for c in s.split(",")],
+                        help="comma-separated class counts")
+    parser.add_argument("--elements", type=int, help="N * C (default 2**23, or 2**20 with --quick)")
+    parser.add_argument("--repeat", type=int, help="timed calls per method")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--no-torch", action="store_true", help="compare with NumPy only")
+    args = parser.parse_args(argv)
+    settings = dict(QUICK if args.quick else FULL)
+    for key in ("classes", "elements", "repeat"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    results = run(**settings, dtype=args.dtype, use_torch=not args.no_torch, progress=True)
+    print(table(results))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(dict(environment=environment(), settings=dict(settings, dtype=args.dtype),
+                       results=results), f, indent=1)
+    plot(results).savefig(os.path.join(args.out, "bench.png"), dpi=120)
+    print(f"wrote {os.path.join(args.out, 'bench.json')} and bench.png", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
