@@ -17,9 +17,10 @@ $(VENV)/installed: requirements.txt pyproject.toml
 
 venv: $(VENV)/installed
 
-# The website, into _build/html: every notebook executed afresh, any warning an error.
+# The website, into _build/html: every page re-read and every notebook executed afresh
+# (--all: Sphinx would skip unchanged pages even when xentlib changed), any warning an error.
 book: $(VENV)/installed
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # The CI workflow against its schema (offline), then package tests, doctests and
 # every chapter under nbval (settings in pyproject.toml).

@@ -27,6 +27,7 @@ path does.
 
 from . import _checks
 from ._namespace import errstate, namespace_of
+from .loss import reduction_scale
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
@@ -36,7 +37,7 @@ __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 _BLOCK_BYTES = 2 * 2**20
 
 
-def finite_or_zero(m, xp):
+def finite_shift(m, xp):
     """``m`` where finite, else 0: the shift that keeps -inf logits at -inf (not NaN)."""
     return xp.where(xp.isfinite(m), m, 0)
 
@@ -49,7 +50,7 @@ def merge_partials(xp, first, second):
     result does not depend on the order the parts come in.
     """
     (m1, r1), (m2, r2) = first, second
-    factor = xp.exp(-xp.abs(finite_or_zero(m1, xp) - finite_or_zero(m2, xp)))
+    factor = xp.exp(-xp.abs(finite_shift(m1, xp) - finite_shift(m2, xp)))
     rest = xp.where(m1 >= m2, r1 + (1 + r2) * factor, r2 + (1 + r1) * factor)
     return xp.maximum(m1, m2), rest
 
@@ -127,17 +128,6 @@ def item_losses(xp, statistics, hit, spread_total, valid, z_loss):
         if valid is not None:
             loss = xp.where(valid, loss, 0)
     return loss, s0, lse
-
-
-def reduction_scale(xp, count, reduction, dtype):
-    """The factor that turns the sum of item losses into the requested reduction."""
-    if reduction in ("none", "sum"):
-        return 1
-    if reduction != "mean":
-        return 1 / reduction
-    # Nothing to average gives 0 with a zero gradient, where torch gives NaN.
-    count = xp.asarray(count, dtype=dtype)
-    return xp.where(count == 0, 0, 1 / xp.where(count == 0, 1, count))
 
 
 class _Linear:
@@ -232,21 +222,21 @@ def _forward(xp, linear, target):
             z = linear.logits(lo, hi)
             label_logit = target.pick(z, lo, label_logit)
             m_chunk = xp.max(z, axis=-1)
-            t_chunk = finite_or_zero(m_chunk, xp)
+            t_chunk = finite_shift(m_chunk, xp)
             z -= t_chunk[:, None]
             if spread is not None:
                 s = spread[lo:hi]
                 chunk_term = xp.sum(xp.where(s == 0, 0, s * z), axis=-1) if skip_zeros else z @ s
-                t_old = finite_or_zero(m, xp)
+                t_old = finite_shift(m, xp)
             m_new, rest = merge_partials(xp, (m, rest), _chunk_partial(xp, z, m_chunk))
             if spread is not None:
                 # Both parts' spread terms move to the new shift, as their sums move to the new max.
-                t_new, chunk_total = finite_or_zero(m_new, xp), xp.sum(s)
+                t_new, chunk_total = finite_shift(m_new, xp), xp.sum(s)
                 spread_shifted = (spread_shifted + spread_seen * (t_old - t_new)
                                   + chunk_term + chunk_total * (t_chunk - t_new))
                 spread_seen = spread_seen + chunk_total
             m = m_new
-    t = finite_or_zero(m, xp)
+    t = finite_shift(m, xp)
     return t, rest, label_logit - t, spread_shifted
 
 

@@ -391,14 +391,19 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
     return xp, logits, z, dtype, _Probabilities(xp, probabilities, weight, label_smoothing, check)
 
 
-def _scale(xp, target, reduction, dtype):
-    """The factor that turns the sum of item losses into the requested reduction."""
+def reduction_scale(xp, count, reduction, dtype):
+    """The factor that turns the sum of item losses into the requested reduction.
+
+    ``count`` is the mean's denominator (summed weight of the non-ignored
+    items, or the number of items); `xentlib.linear` and `xentlib.sharded`
+    reduce with it too.
+    """
     if reduction in ("none", "sum"):
         return 1
     if reduction != "mean":
         return 1 / reduction
     # Nothing to average gives 0 with a zero gradient, where torch gives NaN.
-    count = xp.asarray(target.count, dtype=dtype)
+    count = xp.asarray(count, dtype=dtype)
     return xp.where(count == 0, 0, 1 / xp.where(count == 0, 1, count))
 
 
@@ -416,7 +421,7 @@ def _loss_and_grad(func, logits, target, out, axis, options):
     else:
         _checks.check_out(func, out, logits.shape, grad_dtype)
     reduction, z_loss = options["reduction"], options["z_loss"]
-    scale = _scale(xp, q, reduction, dtype)
+    scale = reduction_scale(xp, q.count, reduction, dtype)
     grad = xp.moveaxis(out, axis, -1)
     item_losses = _Pass(xp, z, q, dtype, z_loss, grad, scale).run().losses()
     return _reduce(xp, item_losses, scale, reduction), out
@@ -552,7 +557,7 @@ def cross_entropy(
                    z_loss=z_loss, reduction=reduction)
     xp, _, z, dtype, q = _prepare("cross_entropy", logits, target, axis, **options)
     item_losses = _Pass(xp, z, q, dtype, z_loss).run().losses()
-    return _reduce(xp, item_losses, _scale(xp, q, reduction, dtype), reduction)
+    return _reduce(xp, item_losses, reduction_scale(xp, q.count, reduction, dtype), reduction)
 
 
 def cross_entropy_grad(

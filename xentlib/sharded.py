@@ -22,7 +22,8 @@ import dask.array as da
 
 from . import _checks
 from ._namespace import errstate, get_namespace, namespace_of
-from .linear import ClassIndices, finite_or_zero, item_losses, reduction_scale
+from .linear import ClassIndices, finite_shift, item_losses
+from .loss import reduction_scale
 
 __all__ = ["cross_entropy"]
 
@@ -31,7 +32,7 @@ _FUNC = "sharded.cross_entropy"
 
 def _shift(m, dtype):
     """The max over all shards where it is finite, else 0; in the working dtype."""
-    return finite_or_zero(m, get_namespace(m)).astype(dtype, copy=False)
+    return finite_shift(m, get_namespace(m)).astype(dtype, copy=False)
 
 
 def _shard_statistics(z, t, labels, classes, spread, dtype):
