@@ -279,6 +279,7 @@ def plot(results, ax=None):
     Returns the matplotlib figure. Methods not in ``results`` are skipped.
     """
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
@@ -293,6 +294,10 @@ def plot(results, ax=None):
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], [f"C = {c}" for c in classes])
     ax.set_yscale("log")
+    # Ratios read as plain numbers (0.5, 2, 10), not as powers of ten.
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_ylabel(f"median time / {baseline}\n(log scale, lower is faster)")
     ax.legend(fontsize="small", ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(alpha=0.3, axis="y")
