@@ -64,3 +64,15 @@ def test_plot_labels_its_axes(results):
     ax = figure.axes[0]
     assert "whole-array NumPy" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["C = 5", "C = 64"]
+
+
+def test_large_vocab_chunked_memory_stays_flat_and_sharded_agrees():
+    # 8 MiB and 32 MiB of logits: several chunks, so the chunked step holds only a few.
+    results = bench.run_large_vocab(vocabularies=[2048, 8192], rows=1024, width=16, repeat=1,
+                                    shards=3)
+    assert [r["vocabulary"] for r in results] == [2048, 8192]
+    for r in results:
+        assert r["memory"]["dense"] >= r["logits_bytes"]
+        assert r["loss_difference"] < 1e-5 and r["sharded_difference"] < 1e-5
+    chunked = [r["memory"]["chunked"] for r in results]
+    assert max(chunked) < 1.5 * min(chunked) and results[-1]["memory_ratio"] < 0.5

@@ -42,12 +42,14 @@ import tracemalloc
 import numpy as np
 
 from . import _blocked, naive
+from .linear import linear_cross_entropy_with_grad
 from .loss import cross_entropy, cross_entropy_with_grad
 
-__all__ = ["run", "plot", "main"]
+__all__ = ["run", "run_large_vocab", "plot", "table", "table_large_vocab", "main"]
 
 FULL = dict(classes=(1000, 32768, 131072), elements=1 << 23, repeat=15)
 QUICK = dict(classes=(1000, 8192), elements=1 << 20, repeat=5)
+LARGE_VOCAB = dict(vocabularies=(32768, 131072), rows=4096, width=256, repeat=3)
 
 
 def _numpy_stable_loss(z, y):
@@ -117,10 +119,8 @@ def _methods(z, y, torch):
     return methods
 
 
-def _peak_extra(call, prepare, nbytes):
-    """Peak memory allocated by one call, beyond what existed before, in logits' sizes."""
-    if prepare is not None:
-        prepare()
+def _peak_bytes(call):
+    """``(peak bytes allocated during call(), its result)``, beyond what existed before."""
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -128,8 +128,14 @@ def _peak_extra(call, prepare, nbytes):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    del result
-    return (peak - before) / nbytes
+    return peak - before, result
+
+
+def _peak_extra(call, prepare, nbytes):
+    """Peak memory allocated by one call, beyond what existed before, in logits' sizes."""
+    if prepare is not None:
+        prepare()
+    return _peak_bytes(call)[0] / nbytes
 
 
 class _Progress:
@@ -257,6 +263,137 @@ def _time_problem(z, y, table, repeat, baselines, bar):
     return rows
 
 
+def dense_linear_step(hidden, classifier, labels):
+    """Loss and gradients of ``hidden @ classifier.T`` the way frameworks do it: logits held whole.
+
+    The most frugal dense version: the gradient is written over the logits,
+    so one ``(N, V)`` array exists at a time.
+    """
+    logits = hidden @ classifier.T
+    loss, g = cross_entropy_with_grad(logits, labels, out=logits)
+    return loss, g @ classifier, g.T @ hidden
+
+
+def chunked_linear_step(hidden, classifier, labels):
+    """The same with `xentlib.linear_cross_entropy_with_grad`: one vocabulary chunk at a time."""
+    return linear_cross_entropy_with_grad(hidden, classifier, labels)
+
+
+def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["rows"],
+                    width=LARGE_VOCAB["width"], repeat=LARGE_VOCAB["repeat"], *,
+                    shards=0, seed=0, progress=False):
+    """Dense against chunked linear cross-entropy (and sharded on Dask) for each vocabulary size.
+
+    Parameters
+    ----------
+    vocabularies : sequence of int
+        The vocabulary sizes ``V``.
+    rows, width : int
+        ``N`` hidden states of ``D`` features (float32).
+    repeat : int
+        Interleaved timed calls of each step; the median is reported.
+    shards : int
+        With a positive number, also time `xentlib.sharded.cross_entropy` (loss
+        only) on ``(N, V)`` normal logits split into that many vocabulary
+        shards, on a 2-worker Dask ``LocalCluster`` (threads), against the
+        dense loss of the same logits.
+    seed : int
+        For the normal hidden states and classifier, and uniform labels.
+    progress : bool
+        Draw a progress bar on stderr.
+
+    Returns
+    -------
+    list of dict
+        One per ``V``: ``vocabulary``, ``rows``, ``width``, ``logits_bytes``,
+        ``seconds`` and ``memory`` (peak bytes beyond the returned gradients)
+        for ``dense`` and ``chunked``, their ``time_ratio`` and
+        ``memory_ratio`` (chunked / dense), ``loss_difference``, and with
+        shards, ``sharded_seconds``, ``dense_loss_seconds``, ``sharded_ratio``
+        and ``sharded_difference``.
+
+    Examples
+    --------
+    >>> from xentlib import bench
+    >>> [r] = bench.run_large_vocab(vocabularies=[256], rows=32, width=8, repeat=1)
+    >>> r["loss_difference"] < 1e-5, sorted(r["seconds"])
+    (True, ['chunked', 'dense'])
+    """
+    rng = np.random.default_rng(seed)
+    steps = {"dense": dense_linear_step, "chunked": chunked_linear_step}
+    bar = _Progress(len(vocabularies) * (len(steps) * (repeat + 1) + (2 if shards else 0)), progress)
+    results = []
+    for vocab in vocabularies:
+        args = (rng.standard_normal((rows, width), dtype=np.float32),
+                rng.standard_normal((vocab, width), dtype=np.float32) / np.sqrt(width),
+                rng.integers(0, vocab, size=rows))
+        memory, losses, times = {}, {}, {name: [] for name in steps}
+        for name, step in steps.items():
+            peak, returned = _peak_bytes(lambda step=step: step(*args))
+            memory[name] = peak - sum(g.nbytes for g in returned[1:])
+            losses[name] = float(returned[0])
+            bar.step(f"V={vocab} memory {name}")
+        for i in range(repeat):
+            for name in list(steps)[i % 2:] + list(steps)[: i % 2]:
+                start = time.perf_counter()
+                steps[name](*args)
+                times[name].append(time.perf_counter() - start)
+                bar.step(f"V={vocab} {name}")
+        seconds = {name: statistics.median(ts) for name, ts in times.items()}
+        result = dict(
+            vocabulary=vocab, rows=rows, width=width, logits_bytes=rows * vocab * 4,
+            seconds=seconds, memory=memory,
+            time_ratio=seconds["chunked"] / seconds["dense"],
+            memory_ratio=memory["chunked"] / memory["dense"],
+            loss_difference=abs(losses["chunked"] - losses["dense"]),
+        )
+        if shards:
+            result.update(_time_sharded(rows, vocab, shards, args[2], seed, bar))
+        results.append(result)
+    return results
+
+
+def _time_sharded(rows, vocab, shards, labels, seed, bar):
+    """Sharded loss on a 2-worker Dask cluster against the dense loss of the same logits.
+
+    The logits are drawn on the workers, shard by shard, as each device of a
+    tensor-parallel model computes its own slice; the dense loss gets a copy.
+    """
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from . import sharded
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster):
+        split = da.random.default_rng(seed).standard_normal(
+            (rows, vocab), dtype=np.float32, chunks=(rows, -(-vocab // shards))).persist()
+        logits = split.compute()
+        start = time.perf_counter()
+        dense = float(cross_entropy(logits, labels))
+        dense_seconds = time.perf_counter() - start
+        bar.step("dense loss")
+        start = time.perf_counter()
+        loss = float(sharded.cross_entropy(split, labels).compute())
+        sharded_seconds = time.perf_counter() - start
+        bar.step(f"sharded loss, {shards} shards")
+    return dict(sharded_seconds=sharded_seconds, dense_loss_seconds=dense_seconds,
+                sharded_ratio=sharded_seconds / dense_seconds, sharded_difference=abs(loss - dense))
+
+
+def table_large_vocab(results):
+    """The large-vocabulary results as aligned text, one line per vocabulary size."""
+    mib = 2.0**20
+    lines = [f"{'V':>7} {'logits':>9} {'dense':>9} {'chunked':>8} {'memory':>7} {'time':>6}"
+             f" {'sharded':>8}"]
+    for r in results:
+        sharded = f"{r['sharded_ratio']:.2f}" if "sharded_ratio" in r else ""
+        lines.append(f"{r['vocabulary']:>7} {r['logits_bytes'] / mib:>5.0f} MiB"
+                     f" {r['memory']['dense'] / mib:>5.0f} MiB {r['memory']['chunked'] / mib:>4.1f} MiB"
+                     f" {r['memory_ratio']:>7.3f} {r['time_ratio']:>6.2f} {sharded:>8}")
+    return "\n".join(lines)
+
+
 def environment():
     """What the numbers depend on: versions, cores, xentlib's block and thread settings."""
     torch = _import_torch()
@@ -325,7 +462,11 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, help="timed calls per method")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--no-torch", action="store_true", help="compare with NumPy only")
+    parser.add_argument("--large-vocab", action="store_true",
+                        help="dense vs chunked linear cross-entropy (N=4096, D=256), and Dask")
     args = parser.parse_args(argv)
+    if args.large_vocab:
+        return _main_large_vocab(args)
     settings = dict(QUICK if args.quick else FULL)
     for key in ("classes", "elements", "repeat"):
         if getattr(args, key) is not None:
@@ -338,6 +479,22 @@ def main(argv=None):
                        results=results), f, indent=1)
     plot(results).savefig(os.path.join(args.out, "bench.png"), dpi=120)
     print(f"wrote {os.path.join(args.out, 'bench.json')} and bench.png", file=sys.stderr)
+
+
+def _main_large_vocab(args):
+    settings = dict(LARGE_VOCAB, vocabularies=(4096, 16384), rows=1024, repeat=1) if args.quick \
+        else dict(LARGE_VOCAB)
+    if args.classes is not None:
+        settings["vocabularies"] = args.classes
+    if args.repeat is not None:
+        settings["repeat"] = args.repeat
+    results = run_large_vocab(**settings, shards=4, progress=True)
+    print(table_large_vocab(results))
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "bench-large-vocab.json")
+    with open(path, "w") as f:
+        json.dump(dict(environment=environment(), settings=settings, results=results), f, indent=1)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
