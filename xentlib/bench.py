@@ -307,7 +307,7 @@ def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["
     list of dict
         One per ``V``: ``vocabulary``, ``rows``, ``width``, ``logits_bytes``,
         ``seconds`` and ``memory`` (peak bytes beyond the returned gradients)
-        for ``dense`` and ``chunked``, their ``time_ratio`` and
+        and ``loss`` for ``dense`` and ``chunked``, their ``time_ratio`` and
         ``memory_ratio`` (chunked / dense), ``loss_difference``, and with
         shards, ``sharded_seconds``, ``dense_loss_seconds``, ``sharded_ratio``
         and ``sharded_difference``.
@@ -342,7 +342,7 @@ def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["
         seconds = {name: statistics.median(ts) for name, ts in times.items()}
         result = dict(
             vocabulary=vocab, rows=rows, width=width, logits_bytes=rows * vocab * 4,
-            seconds=seconds, memory=memory,
+            seconds=seconds, memory=memory, loss=losses,
             time_ratio=seconds["chunked"] / seconds["dense"],
             memory_ratio=memory["chunked"] / memory["dense"],
             loss_difference=abs(losses["chunked"] - losses["dense"]),
