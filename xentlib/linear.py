@@ -27,7 +27,7 @@ path does.
 
 from . import _checks
 from ._namespace import errstate, namespace_of
-from .loss import reduction_scale
+from .loss import reduce_losses, reduction_scale
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
@@ -270,10 +270,7 @@ def _losses(func, hidden, classifier, target, bias, chunk_size, options):
                                 options["z_loss"])
     reduction = options["reduction"]
     scale = reduction_scale(xp, labels.count, reduction, linear.dtype)
-    if reduction == "none":
-        loss = loss.reshape(batch_shape)
-    else:
-        loss = (xp.sum(loss) * scale).astype(loss.dtype)
+    loss = reduce_losses(xp, loss.reshape(batch_shape), scale, reduction)
     return loss, (xp, linear, labels, (statistics[0], s0, lse), scale)
 
 

@@ -407,7 +407,11 @@ def reduction_scale(xp, count, reduction, dtype):
     return xp.where(count == 0, 0, 1 / xp.where(count == 0, 1, count))
 
 
-def _reduce(xp, loss, scale, reduction):
+def reduce_losses(xp, loss, scale, reduction):
+    """The item losses as the reduction asks: as they are, or summed times ``scale``.
+
+    Shared with `xentlib.linear`; the sum keeps the losses' dtype.
+    """
     if reduction == "none":
         return loss
     return (xp.sum(loss) * scale).astype(loss.dtype)
@@ -424,7 +428,7 @@ def _loss_and_grad(func, logits, target, out, axis, options):
     scale = reduction_scale(xp, q.count, reduction, dtype)
     grad = xp.moveaxis(out, axis, -1)
     item_losses = _Pass(xp, z, q, dtype, z_loss, grad, scale).run().losses()
-    return _reduce(xp, item_losses, scale, reduction), out
+    return reduce_losses(xp, item_losses, scale, reduction), out
 
 
 def cross_entropy(
@@ -557,7 +561,7 @@ def cross_entropy(
                    z_loss=z_loss, reduction=reduction)
     xp, _, z, dtype, q = _prepare("cross_entropy", logits, target, axis, **options)
     item_losses = _Pass(xp, z, q, dtype, z_loss).run().losses()
-    return _reduce(xp, item_losses, reduction_scale(xp, q.count, reduction, dtype), reduction)
+    return reduce_losses(xp, item_losses, reduction_scale(xp, q.count, reduction, dtype), reduction)
 
 
 def cross_entropy_grad(
