@@ -198,6 +198,10 @@ def _is_real(x):
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _is_positive_integer(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1
+
+
 def check_label_smoothing(func, label_smoothing):
     if not (_is_real(label_smoothing) and 0 <= label_smoothing <= 1):
         msg = f"{func}: label_smoothing = {label_smoothing!r}; expected a number in [0, 1]"
@@ -211,7 +215,7 @@ def check_z_loss(func, z_loss):
 
 
 def check_num_classes(func, num_classes):
-    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
+    if not _is_positive_integer(num_classes):
         msg = f"{func}: num_classes = {num_classes!r}; expected a positive integer"
         raise ValueError(msg)
 
@@ -242,7 +246,7 @@ def check_linear_shapes(func, hidden, classifier, bias):
 def check_chunk_size(func, chunk_size):
     if chunk_size is None:
         return
-    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
+    if not _is_positive_integer(chunk_size):
         msg = (
             f"{func}: chunk_size = {chunk_size!r}; expected a positive integer (classes per chunk) "
             "or None"
