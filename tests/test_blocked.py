@@ -319,6 +319,13 @@ class TestProbabilitiesCheckedOnTheWay:
             xentlib.cross_entropy_with_grad(work, target, out=work)
         np.testing.assert_array_equal(work, logits)
 
+    def test_a_separate_buffer_gets_the_same_error(self):
+        logits, target = _problem((23, 7), kind="probability")
+        target = target.copy()
+        target[17, 4] = np.nan
+        with pytest.raises(ValueError, match=r"target\[17, 4\] = nan is not a number"):
+            xentlib.cross_entropy_with_grad(logits, _readonly(target), out=np.empty_like(logits))
+
     def test_float32_logits_do_not_round_a_tiny_negative_away(self):
         logits, target = _problem((23, 7), kind="probability")
         target = target.copy()

@@ -140,6 +140,25 @@ class TestOut:
         with pytest.raises(TypeError, match=r"out has dtype float32; expected float64, the dtype of the gradient"):
             xentlib.cross_entropy_with_grad(LOGITS, LABELS, out=np.zeros((4, 5), dtype=np.float32))
 
+    def test_the_target_itself(self, xp):
+        # The pass would write the gradient into the probabilities it is still reading.
+        target = xp.full((4, 5), 0.2)
+        with pytest.raises(ValueError, match=r"^cross_entropy_with_grad: out shares memory with target; "
+                                             r"expected a separate array$"):
+            xentlib.cross_entropy_with_grad(xp.asarray(LOGITS), target, out=target)
+
+    def test_overlapping_the_logits(self):
+        logits = np.arange(20.0).reshape(4, 5)
+        with pytest.raises(ValueError, match=r"out overlaps logits without being logits itself; "
+                                             r"expected out=logits \(to overwrite them\) or a separate"):
+            xentlib.cross_entropy_with_grad(logits, LABELS, out=logits[::-1])
+
+    def test_another_view_of_all_the_logits_is_the_logits(self):
+        logits = np.arange(20.0).reshape(4, 5)
+        expected = xentlib.cross_entropy_grad(logits, LABELS)
+        _, grad = xentlib.cross_entropy_with_grad(logits, LABELS, out=logits[:])
+        np.testing.assert_array_equal(grad, expected)
+
 
 class TestOneHot:
     def test_label_outside_range(self):

@@ -8,6 +8,8 @@ about to raise does it look for the first offender.
 
 import numbers
 
+from ._namespace import address
+
 __all__ = [
     "check_chunk_size",
     "check_ignore_index",
@@ -20,6 +22,7 @@ __all__ = [
     "class_indices_only",
     "classes_last",
     "index_target",
+    "is_same_view",
     "logits_dtype",
     "probability_target",
     "result_dtype",
@@ -277,10 +280,29 @@ def check_ignore_index(func, ignore_index, kind):
         raise ValueError(msg)
 
 
-def check_out(func, out, shape, dtype):
+def check_out(func, out, logits, target, xp):
+    """``out`` must fit the gradient and be the logits themselves or share no memory with the inputs.
+
+    A buffer overlapping the target, or overlapping the logits without being
+    exactly them, would be written while the pass still reads it: the result
+    would be wrong without a word.
+    """
+    shape, dtype = logits.shape, result_dtype(logits.dtype, xp)
     if out.shape != shape:
         msg = f"{func}: out has shape {out.shape}; expected the shape of logits {shape}"
         raise ValueError(msg)
     if out.dtype != dtype:
         msg = f"{func}: out has dtype {out.dtype}; expected {dtype}, the dtype of the gradient"
         raise TypeError(msg)
+    if xp.may_share_memory(out, target):
+        msg = f"{func}: out shares memory with target; expected a separate array"
+        raise ValueError(msg)
+    if xp.may_share_memory(out, logits) and not is_same_view(out, logits):
+        msg = (f"{func}: out overlaps logits without being logits itself; expected out=logits "
+               "(to overwrite them) or a separate array")
+        raise ValueError(msg)
+
+
+def is_same_view(a, b):
+    """Whether two arrays of one shape and dtype are the same elements in the same order."""
+    return a.strides == b.strides and address(a) == address(b)

@@ -170,6 +170,11 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def address(x):
+    """Where an array's first element lives, in host or device memory."""
+    return x.data.ptr if _is_cupy_array(x) else x.__array_interface__["data"][0]
+
+
 def in_row_blocks(xp):
     """Whether a pass over the logits goes block by block on threads, or whole.
 

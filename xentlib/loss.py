@@ -379,12 +379,14 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
     num_classes = z.shape[-1]
     if weight is not None:
         weight = _checks.weight_vector(func, weight, num_classes, dtype, xp)
+    if out is not None:
+        _checks.check_out(func, out, logits, target, xp)
     if kind == "index":
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
         q = _ClassIndices(xp, target, weight, num_classes, ignore_index, label_smoothing, dtype)
         return xp, logits, z, dtype, q
     check = functools.partial(_checks.probability_target, func, target, xp)
-    if out is not None:  # the caller's buffer, maybe the logits: check before writing to it
+    if out is not None and _checks.is_same_view(out, logits):  # check before overwriting them
         check()
         check = None
     probabilities = xp.moveaxis(target, axis, -1)
@@ -419,11 +421,8 @@ def reduce_losses(xp, loss, scale, reduction):
 
 def _loss_and_grad(func, logits, target, out, axis, options):
     xp, logits, z, dtype, q = _prepare(func, logits, target, axis, out=out, **options)
-    grad_dtype = _checks.result_dtype(logits.dtype, xp)
     if out is None:
-        out = xp.empty(logits.shape, dtype=grad_dtype)
-    else:
-        _checks.check_out(func, out, logits.shape, grad_dtype)
+        out = xp.empty(logits.shape, dtype=_checks.result_dtype(logits.dtype, xp))
     reduction, z_loss = options["reduction"], options["z_loss"]
     scale = reduction_scale(xp, q.count, reduction, dtype)
     grad = xp.moveaxis(out, axis, -1)
@@ -654,7 +653,9 @@ def cross_entropy_with_grad(
         Where to write the gradient: shape of ``logits`` and its dtype (float64
         for integer logits). ``out=logits`` overwrites the logits with their
         gradient, the training-loop idiom that needs no second logits-sized
-        array.
+        array. Any other ``out`` must share no memory with the logits or the
+        target. Probabilities are checked before ``out=logits`` is written;
+        a separate ``out`` may hold part of a gradient when they fail.
 
     Returns
     -------
@@ -667,7 +668,9 @@ def cross_entropy_with_grad(
     ------
     ValueError, TypeError
         As for `cross_entropy`, and "out has shape ..." or "out has dtype ..."
-        for a buffer that does not fit.
+        for a buffer that does not fit; "out shares memory with target" or
+        "out overlaps logits without being logits itself" for one that would
+        be written while it is read.
 
     See Also
     --------
