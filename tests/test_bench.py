@@ -28,7 +28,9 @@ def test_ratios_are_to_the_numpy_baseline_without_torch(results):
         if r["kind"] == "floor":
             assert r["baseline"] is None and r["floor_ratio"] == 1.0
             continue
-        assert r["baseline"] == {"loss": "numpy stable", "loss+grad": "numpy stable + grad"}[r["kind"]]
+        plain = {"loss": "numpy stable", "loss+grad": "numpy stable + grad"}
+        of_an_option = {"loss": "xentlib loss", "loss+grad": "xentlib fused in-place"}
+        assert r["baseline"] == (plain if r["option"] is None else of_an_option)[r["kind"]]
         if r["method"] == r["baseline"]:
             assert r["ratio"] == 1.0
 
@@ -41,10 +43,24 @@ def test_memory_of_the_in_place_gradient_is_below_a_fresh_one():
     assert memory["xentlib fused in-place"] < 0.2 and 1.0 <= memory["xentlib fused"] < 1.2
 
 
-def test_a_subset_keeps_the_baselines():
-    rows = bench.run(classes=[8], elements=64, repeat=1, methods=["xentlib loss"], use_torch=False)
-    assert {r["method"] for r in rows} == {"xentlib loss", "numpy stable", "numpy stable + grad",
-                                             "exp floor"}
+def test_a_subset_keeps_the_baselines_in_turn():
+    rows = bench.run(classes=[8], elements=64, repeat=1, methods=["xentlib in-place, probabilities"],
+                     use_torch=False)
+    assert {r["method"] for r in rows} == {"xentlib in-place, probabilities", "xentlib fused in-place",
+                                             "numpy stable + grad", "exp floor"}
+
+
+def test_an_unknown_method_is_named():
+    with pytest.raises(ValueError, match=r"run: methods = \['xentlib los'\] are not benchmarked"):
+        bench.run(classes=[8], elements=64, repeat=1, methods=["xentlib los"], use_torch=False)
+
+
+def test_options_table_has_a_line_per_class_count_and_option(results):
+    lines = bench.table_options(results).splitlines()
+    assert len(lines) == 1 + len(TINY["classes"]) * len(bench.OPTIONS)
+    assert lines[1].split()[:2] == ["5", "probabilities"]
+    memory_ends = lines[0].index("memory") + len("memory")
+    assert all(len(line.rstrip()) == memory_ends for line in lines[1:])  # torch's columns left blank
 
 
 def test_main_writes_json_and_figure(tmp_path, capsys):
@@ -52,10 +68,10 @@ def test_main_writes_json_and_figure(tmp_path, capsys):
                 "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["settings"]["classes"] == [4, 16]
-    assert len(saved["results"]) == 2 * 9
+    assert len(saved["results"]) == 2 * (9 + 2 * len(bench.OPTIONS))
     assert (tmp_path / "bench.png").stat().st_size > 0
     out = capsys.readouterr()
-    assert "xentlib fused in-place" in out.out
+    assert "xentlib fused in-place" in out.out and "label smoothing" in out.out
     assert "wrote" in out.err
 
 

@@ -21,10 +21,13 @@ Methods (``kind`` says what each computes):
 - ``torch`` and ``torch + backward``: ``torch.nn.functional.cross_entropy`` on
   tensors torch allocated itself, with its default threads;
 - ``exp floor``: one ``numpy.exp`` of every logit, in cache-sized blocks split
-  over xentlib's threads: no NumPy loss can take less.
+  over xentlib's threads: no NumPy loss can take less;
+- ``xentlib loss, <option>`` and ``xentlib in-place, <option>``: the loss, and
+  the in-place loss and gradient, with one option of `OPTIONS` (probability
+  targets, label smoothing, class weights, ignore_index, z-loss).
 
 Ratios compare each method with the baseline of its kind (torch when it is
-installed) and with the exp floor.
+installed, and the plain xentlib call for an option) and with the exp floor.
 
 `run` returns the results as a list of dicts, which is how the performance
 chapter calls it; `main` adds a progress bar, ``bench.json`` and ``bench.png``.
@@ -38,6 +41,8 @@ import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,8 +50,9 @@ from . import _blocked, naive
 from .linear import linear_cross_entropy_with_grad
 from .loss import cross_entropy, cross_entropy_with_grad
 
-__all__ = ["run", "run_large_vocab", "plot", "table", "table_large_vocab", "main"]
+__all__ = ["run", "run_large_vocab", "plot", "table", "table_options", "table_large_vocab", "main"]
 
+OPTIONS = ("probabilities", "label smoothing", "class weights", "ignore_index", "z-loss")
 FULL = dict(classes=(1000, 32768, 131072), elements=1 << 23, repeat=15)
 QUICK = dict(classes=(1000, 8192), elements=1 << 20, repeat=5)
 LARGE_VOCAB = dict(vocabularies=(32768, 131072), rows=4096, width=256, repeat=3)
@@ -83,8 +89,20 @@ def _exp_floor(z):
     _blocked.for_each_block(blocks, work, lambda: np.empty((rows, z.shape[1]), z.dtype))
 
 
+class _Method(NamedTuple):
+    """One timed computation. ``prepare`` runs untimed before each call; ``baseline`` names the
+    method its ratio divides by (by default the baseline of its ``kind``); ``option`` is the
+    xentlib option it measures, if any."""
+
+    kind: str
+    call: Callable
+    prepare: Callable | None = None
+    baseline: str | None = None
+    option: str | None = None
+
+
 def _methods(z, y, torch):
-    """``{name: (kind, call, prepare)}``; ``prepare`` runs untimed before each call."""
+    """``{name: _Method}`` for the plain problem: class indices, mean, no option."""
     import scipy.special
 
     rows = np.arange(len(y))
@@ -92,30 +110,69 @@ def _methods(z, y, torch):
     onehot[rows, y] = 1
     work = np.empty_like(z)
     methods = {
-        "xentlib fused": ("loss+grad", lambda: cross_entropy_with_grad(z, y), None),
-        "xentlib fused in-place": ("loss+grad", lambda: cross_entropy_with_grad(work, y, out=work),
-                                   lambda: np.copyto(work, z)),
-        "xentlib loss": ("loss", lambda: cross_entropy(z, y), None),
-        "naive gather": ("loss", lambda: naive.cross_entropy_gather(naive.softmax(z), y), None),
-        "naive one-hot": ("loss", lambda: naive.cross_entropy_onehot(naive.softmax(z), onehot), None),
-        "scipy logsumexp": ("loss", lambda: np.mean(scipy.special.logsumexp(z, axis=1) - z[rows, y]),
-                            None),
-        "numpy stable": ("loss", lambda: _numpy_stable_loss(z, y), None),
-        "numpy stable + grad": ("loss+grad", lambda: _numpy_stable_loss_and_grad(z, y), None),
-        "exp floor": ("floor", lambda: _exp_floor(z), None),
+        "xentlib fused": _Method("loss+grad", lambda: cross_entropy_with_grad(z, y)),
+        "xentlib fused in-place": _Method("loss+grad", lambda: cross_entropy_with_grad(work, y, out=work),
+                                          lambda: np.copyto(work, z)),
+        "xentlib loss": _Method("loss", lambda: cross_entropy(z, y)),
+        "naive gather": _Method("loss", lambda: naive.cross_entropy_gather(naive.softmax(z), y)),
+        "naive one-hot": _Method("loss", lambda: naive.cross_entropy_onehot(naive.softmax(z), onehot)),
+        "scipy logsumexp": _Method("loss", lambda: np.mean(scipy.special.logsumexp(z, axis=1) - z[rows, y])),
+        "numpy stable": _Method("loss", lambda: _numpy_stable_loss(z, y)),
+        "numpy stable + grad": _Method("loss+grad", lambda: _numpy_stable_loss_and_grad(z, y)),
+        "exp floor": _Method("floor", lambda: _exp_floor(z)),
     }
     if torch is not None:
-        functional = torch.nn.functional
-        # Tensors torch allocated: from_numpy memory is only 16-byte aligned, which slows some kernels.
-        zt, yt = torch.from_numpy(z).clone(), torch.from_numpy(y).clone()
-        leaf = zt.clone().requires_grad_()
+        methods["torch"], methods["torch + backward"] = _torch_methods(torch, z, y, {})
+    return methods
 
-        def forward_backward():
-            leaf.grad = None
-            functional.cross_entropy(leaf, yt).backward()
 
-        methods["torch"] = ("loss", lambda: functional.cross_entropy(zt, yt), None)
-        methods["torch + backward"] = ("loss+grad", forward_backward, None)
+def _torch_methods(torch, z, target, options):
+    """torch's loss, and loss with backward, on tensors it allocated itself."""
+    functional = torch.nn.functional
+    # from_numpy memory is only 16-byte aligned, which slows some of torch's kernels.
+    zt, tt = torch.from_numpy(z).clone(), torch.from_numpy(target).clone()
+    options = {k: torch.from_numpy(v).clone() if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    leaf = zt.clone().requires_grad_()
+
+    def forward_backward():
+        leaf.grad = None
+        functional.cross_entropy(leaf, tt, **options).backward()
+
+    return (_Method("loss", lambda: functional.cross_entropy(zt, tt, **options)),
+            _Method("loss+grad", forward_backward))
+
+
+def _option_methods(z, y, rng, torch):
+    """Each of `OPTIONS` with xentlib's loss and in-place gradient, and torch's where it has it.
+
+    Each ratio divides by the same library's plain call.
+    """
+    probabilities = rng.random(z.shape, dtype=np.float64).astype(z.dtype)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    some_ignored = y.copy()
+    some_ignored[::10] = -100
+    arguments = {
+        "probabilities": (probabilities, {}),
+        "label smoothing": (y, dict(label_smoothing=0.1)),
+        "class weights": (y, dict(weight=rng.uniform(0.5, 2.0, z.shape[1]).astype(z.dtype))),
+        "ignore_index": (some_ignored, dict(ignore_index=-100)),
+        "z-loss": (y, dict(z_loss=1e-4)),
+    }
+    work = np.empty_like(z)
+    methods = {}
+    for option in OPTIONS:
+        target, kwargs = arguments[option]
+        methods[f"xentlib loss, {option}"] = _Method(
+            "loss", lambda t=target, k=kwargs: cross_entropy(z, t, **k),
+            baseline="xentlib loss", option=option)
+        methods[f"xentlib in-place, {option}"] = _Method(
+            "loss+grad", lambda t=target, k=kwargs: cross_entropy_with_grad(work, t, out=work, **k),
+            lambda: np.copyto(work, z), baseline="xentlib fused in-place", option=option)
+        if torch is not None and option != "z-loss":  # torch has no z-loss
+            loss, loss_grad = _torch_methods(torch, z, target, kwargs)
+            methods[f"torch, {option}"] = loss._replace(baseline="torch", option=option)
+            methods[f"torch + backward, {option}"] = loss_grad._replace(
+                baseline="torch + backward", option=option)
     return methods
 
 
@@ -131,11 +188,11 @@ def _peak_bytes(call):
     return peak - before, result
 
 
-def _peak_extra(call, prepare, nbytes):
+def _peak_extra(method, nbytes):
     """Peak memory allocated by one call, beyond what existed before, in logits' sizes."""
-    if prepare is not None:
-        prepare()
-    return _peak_bytes(call)[0] / nbytes
+    if method.prepare is not None:
+        method.prepare()
+    return _peak_bytes(method.call)[0] / nbytes
 
 
 class _Progress:
@@ -219,8 +276,8 @@ def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repe
         rows = max(1, elements // num_classes)
         z = rng.standard_normal((rows, num_classes), dtype=np.float64).astype(dtype)
         y = rng.integers(0, num_classes, size=rows)
-        table = _methods(z, y, torch)
-        keep = set(methods or table) | set(baselines.values()) | {"exp floor"}
+        table = _methods(z, y, torch) | _option_methods(z, y, rng, torch)
+        keep = _with_baselines([*(methods or table), "exp floor"], table, baselines)
         problems.append((z, y, {name: m for name, m in table.items() if name in keep}))
     bar = _Progress(sum(len(t) * (repeat + 2) for _, _, t in problems), progress)
     results = []
@@ -229,35 +286,51 @@ def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repe
     return results
 
 
+def _baseline(method, baselines):
+    return method.baseline or baselines.get(method.kind)
+
+
+def _with_baselines(names, table, baselines):
+    """The named methods and, in turn, the baseline that each one's ratio divides by."""
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        msg = f"run: methods = {unknown} are not benchmarked; expected names from {sorted(table)}"
+        raise ValueError(msg)
+    keep = set()
+    for name in names:
+        while name is not None and name not in keep:
+            keep.add(name)
+            name = _baseline(table[name], baselines)
+    return keep
+
+
 def _time_problem(z, y, table, repeat, baselines, bar):
     names = list(table)
     times = {name: [] for name in names}
     memory = {}
-    for name in names:  # warm up (threads, page faults), then memory apart from timing
-        _, call, prepare = table[name]
-        if prepare is not None:
-            prepare()
-        call()
-        memory[name] = None if name.startswith("torch") else _peak_extra(call, prepare, z.nbytes)
+    for name, method in table.items():  # warm up (threads, page faults), then memory apart from timing
+        if method.prepare is not None:
+            method.prepare()
+        method.call()
+        memory[name] = None if name.startswith("torch") else _peak_extra(method, z.nbytes)
         bar.step(f"C={z.shape[1]} warm-up {name}")
     for i in range(repeat):
         for name in names[i % len(names):] + names[: i % len(names)]:
-            _, call, prepare = table[name]
-            if prepare is not None:
-                prepare()
+            method = table[name]
+            if method.prepare is not None:
+                method.prepare()
             start = time.perf_counter()
-            call()
+            method.call()
             times[name].append(time.perf_counter() - start)
             bar.step(f"C={z.shape[1]} {name}")
     median = {name: statistics.median(ts) for name, ts in times.items()}
     rows = []
-    for name in names:
-        kind = table[name][0]
-        baseline = baselines.get(kind)
+    for name, method in table.items():
+        baseline = _baseline(method, baselines)
         rows.append(dict(
-            classes=int(z.shape[1]), rows=int(z.shape[0]), dtype=str(z.dtype), method=name, kind=kind,
-            seconds=median[name], times=times[name], baseline=baseline,
-            ratio=median[name] / median[baseline] if baseline else None,
+            classes=int(z.shape[1]), rows=int(z.shape[0]), dtype=str(z.dtype), method=name,
+            kind=method.kind, option=method.option, seconds=median[name], times=times[name],
+            baseline=baseline, ratio=median[name] / median[baseline] if baseline else None,
             floor_ratio=median[name] / median["exp floor"], memory=memory[name],
         ))
     return rows
@@ -442,13 +515,36 @@ def plot(results, ax=None):
 
 
 def table(results):
-    """The results as aligned text, one line per (C, method)."""
+    """The results as aligned text, one line per (C, method); the options apart (`table_options`)."""
     lines = [f"{'C':>7} {'N':>6}  {'method':<24} {'ms':>8} {'ratio':>6} {'/floor':>6} {'memory':>7}"]
     for r in results:
+        if r["option"] is not None:
+            continue
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
         memory = "" if r["memory"] is None else f"{r['memory']:.3f}"
         lines.append(f"{r['classes']:>7} {r['rows']:>6}  {r['method']:<24} {1e3 * r['seconds']:>8.2f} "
                      f"{ratio:>6} {r['floor_ratio']:>6.2f} {memory:>7}")
+    return "\n".join(lines)
+
+
+def table_options(results):
+    """What each option costs, as its time over the same library's plain call.
+
+    One line per (C, option): xentlib's loss and in-place loss and gradient,
+    the in-place call's peak extra memory in logits' sizes, then torch's loss
+    and loss with backward where torch was timed and has the option.
+    """
+    ratio = {(r["classes"], r["method"]): r["ratio"] for r in results}
+    memory = {(r["classes"], r["method"]): r["memory"] for r in results}
+    lines = [f"{'C':>7}  {'option':<16} {'loss':>6} {'in-place':>8} {'memory':>7} {'torch':>6}"
+             f" {'torch+grad':>10}"]
+    for c, option in dict.fromkeys((r["classes"], r["option"]) for r in results if r["option"]):
+        cells = [f"{ratio[c, f'xentlib loss, {option}']:>6.2f}",
+                 f"{ratio[c, f'xentlib in-place, {option}']:>8.2f}",
+                 f"{memory[c, f'xentlib in-place, {option}']:>7.3f}"]
+        cells += [f"{ratio[c, m]:>{width}.2f}" if (c, m) in ratio else " " * width
+                  for m, width in ((f"torch, {option}", 6), (f"torch + backward, {option}", 10))]
+        lines.append(f"{c:>7}  {option:<16} " + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -473,6 +569,8 @@ def main(argv=None):
             settings[key] = getattr(args, key)
     results = run(**settings, dtype=args.dtype, use_torch=not args.no_torch, progress=True)
     print(table(results))
+    print("\nOptions, as a multiple of the plain call's time:")
+    print(table_options(results))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(dict(environment=environment(), settings=dict(settings, dtype=args.dtype),
