@@ -116,7 +116,8 @@ def _methods(z, y, torch):
         "xentlib loss": _Method("loss", lambda: cross_entropy(z, y)),
         "naive gather": _Method("loss", lambda: naive.cross_entropy_gather(naive.softmax(z), y)),
         "naive one-hot": _Method("loss", lambda: naive.cross_entropy_onehot(naive.softmax(z), onehot)),
-        "scipy logsumexp": _Method("loss", lambda: np.mean(scipy.special.logsumexp(z, axis=1) - z[rows, y])),
+        "scipy logsumexp": _Method(
+            "loss", lambda: np.mean(scipy.special.logsumexp(z, axis=1) - z[rows, y])),
         "numpy stable": _Method("loss", lambda: _numpy_stable_loss(z, y)),
         "numpy stable + grad": _Method("loss+grad", lambda: _numpy_stable_loss_and_grad(z, y)),
         "exp floor": _Method("floor", lambda: _exp_floor(z)),
@@ -131,7 +132,8 @@ def _torch_methods(torch, z, target, options):
     functional = torch.nn.functional
     # from_numpy memory is only 16-byte aligned, which slows some of torch's kernels.
     zt, tt = torch.from_numpy(z).clone(), torch.from_numpy(target).clone()
-    options = {k: torch.from_numpy(v).clone() if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    options = {name: torch.from_numpy(v).clone() if isinstance(v, np.ndarray) else v
+               for name, v in options.items()}
     leaf = zt.clone().requires_grad_()
 
     def forward_backward():
@@ -244,8 +246,9 @@ def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repe
     seed : int
         For the standard normal logits and uniform labels.
     methods : sequence of str, optional
-        A subset of the method names (all by default; the baselines and the
-        exp floor are always kept).
+        A subset of the method names (all by default). The exp floor and the
+        baselines their ratios need are kept; an unknown name raises
+        ValueError.
     use_torch : bool
         Compare with torch when it can be imported (default True).
     progress : bool
@@ -255,7 +258,8 @@ def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repe
     -------
     list of dict
         One per (C, method): ``classes``, ``rows``, ``dtype``, ``method``,
-        ``kind``, ``seconds`` (median), ``times`` (all), ``baseline`` (the
+        ``kind``, ``option`` (the xentlib option it measures, or None),
+        ``seconds`` (median), ``times`` (all), ``baseline`` (the
         method its ratio divides by), ``ratio`` (to it), ``floor_ratio`` (to
         the exp floor) and ``memory`` (peak extra memory in logits' sizes, or
         None where tracemalloc cannot see it).
