@@ -535,20 +535,25 @@ def table_options(results):
     """What each option costs, as its time over the same library's plain call.
 
     One line per (C, option): xentlib's loss and in-place loss and gradient,
-    the in-place call's peak extra memory in logits' sizes, then torch's loss
-    and loss with backward where torch was timed and has the option.
+    the in-place call's peak extra memory in logits' sizes, and where torch
+    was timed, its loss and loss with backward (blank for the z-loss, which
+    torch lacks).
     """
     ratio = {(r["classes"], r["method"]): r["ratio"] for r in results}
     memory = {(r["classes"], r["method"]): r["memory"] for r in results}
-    lines = [f"{'C':>7}  {'option':<16} {'loss':>6} {'in-place':>8} {'memory':>7} {'torch':>6}"
-             f" {'torch+grad':>10}"]
+    with_torch = any(r["method"].startswith("torch") and r["option"] for r in results)
+    torch_columns = ((("torch, {}", "torch", 6), ("torch + backward, {}", "torch+grad", 10))
+                     if with_torch else ())
+    lines = [f"{'C':>7}  {'option':<16} {'loss':>6} {'in-place':>8} {'memory':>7}"
+             + "".join(f" {title:>{width}}" for _, title, width in torch_columns)]
     for c, option in dict.fromkeys((r["classes"], r["option"]) for r in results if r["option"]):
-        cells = [f"{ratio[c, f'xentlib loss, {option}']:>6.2f}",
-                 f"{ratio[c, f'xentlib in-place, {option}']:>8.2f}",
-                 f"{memory[c, f'xentlib in-place, {option}']:>7.3f}"]
-        cells += [f"{ratio[c, m]:>{width}.2f}" if (c, m) in ratio else " " * width
-                  for m, width in ((f"torch, {option}", 6), (f"torch + backward, {option}", 10))]
-        lines.append(f"{c:>7}  {option:<16} " + " ".join(cells))
+        line = (f"{c:>7}  {option:<16} {ratio[c, f'xentlib loss, {option}']:>6.2f}"
+                f" {ratio[c, f'xentlib in-place, {option}']:>8.2f}"
+                f" {memory[c, f'xentlib in-place, {option}']:>7.3f}")
+        for method, _, width in torch_columns:
+            value = ratio.get((c, method.format(option)))
+            line += f" {'' if value is None else f'{value:.2f}':>{width}}"
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 
