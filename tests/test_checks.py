@@ -147,6 +147,11 @@ class TestOut:
                                              r"expected a separate array$"):
             xentlib.cross_entropy_with_grad(xp.asarray(LOGITS), target, out=target)
 
+    def test_the_weights(self):
+        out = np.zeros((1, 5))
+        with pytest.raises(ValueError, match=r"out shares memory with weight; expected a separate array$"):
+            xentlib.cross_entropy_with_grad(np.zeros((1, 5)), np.array([0]), weight=out[0], out=out)
+
     def test_overlapping_the_logits(self):
         logits = np.arange(20.0).reshape(4, 5)
         with pytest.raises(ValueError, match=r"out overlaps logits without being logits itself; "

@@ -280,12 +280,12 @@ def check_ignore_index(func, ignore_index, kind):
         raise ValueError(msg)
 
 
-def check_out(func, out, logits, target, xp):
+def check_out(func, out, logits, xp, **inputs):
     """``out`` must fit the gradient and be the logits themselves or share no memory with the inputs.
 
-    A buffer overlapping the target, or overlapping the logits without being
-    exactly them, would be written while the pass still reads it: the result
-    would be wrong without a word.
+    A buffer overlapping another input (``inputs``, by name), or overlapping
+    the logits without being exactly them, would be written while the pass
+    still reads it: the result would be wrong without a word.
     """
     shape, dtype = logits.shape, result_dtype(logits.dtype, xp)
     if out.shape != shape:
@@ -294,9 +294,10 @@ def check_out(func, out, logits, target, xp):
     if out.dtype != dtype:
         msg = f"{func}: out has dtype {out.dtype}; expected {dtype}, the dtype of the gradient"
         raise TypeError(msg)
-    if xp.may_share_memory(out, target):
-        msg = f"{func}: out shares memory with target; expected a separate array"
-        raise ValueError(msg)
+    for name, array in inputs.items():
+        if array is not None and xp.may_share_memory(out, array):
+            msg = f"{func}: out shares memory with {name}; expected a separate array"
+            raise ValueError(msg)
     if xp.may_share_memory(out, logits) and not is_same_view(out, logits):
         msg = (f"{func}: out overlaps logits without being logits itself; expected out=logits "
                "(to overwrite them) or a separate array")

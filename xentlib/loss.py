@@ -380,7 +380,7 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
     if weight is not None:
         weight = _checks.weight_vector(func, weight, num_classes, dtype, xp)
     if out is not None:
-        _checks.check_out(func, out, logits, target, xp)
+        _checks.check_out(func, out, logits, xp, target=target, weight=weight)
     if kind == "index":
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
         q = _ClassIndices(xp, target, weight, num_classes, ignore_index, label_smoothing, dtype)
@@ -653,9 +653,10 @@ def cross_entropy_with_grad(
         Where to write the gradient: shape of ``logits`` and its dtype (float64
         for integer logits). ``out=logits`` overwrites the logits with their
         gradient, the training-loop idiom that needs no second logits-sized
-        array. Any other ``out`` must share no memory with the logits or the
-        target. Probabilities are checked before ``out=logits`` is written;
-        a separate ``out`` may hold part of a gradient when they fail.
+        array. Any other ``out`` must share no memory with the logits, the
+        target or the weights. Probabilities are checked before
+        ``out=logits`` is written; a separate ``out`` may hold part of a
+        gradient when they fail.
 
     Returns
     -------
@@ -668,9 +669,9 @@ def cross_entropy_with_grad(
     ------
     ValueError, TypeError
         As for `cross_entropy`, and "out has shape ..." or "out has dtype ..."
-        for a buffer that does not fit; "out shares memory with target" or
-        "out overlaps logits without being logits itself" for one that would
-        be written while it is read.
+        for a buffer that does not fit; "out shares memory with target" (or
+        weight) or "out overlaps logits without being logits itself" for one
+        that would be written while it is read.
 
     See Also
     --------
