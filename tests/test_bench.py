@@ -91,3 +91,13 @@ def test_large_vocab_chunked_memory_stays_flat_and_sharded_agrees():
         assert r["loss_difference"] < 1e-5 and r["sharded_difference"] < 1e-5
     chunked = [r["memory"]["chunked"] for r in results]
     assert max(chunked) < 1.5 * min(chunked) and results[-1]["memory_ratio"] < 0.5
+
+
+def test_torch_times_the_options_it_has():
+    pytest.importorskip("torch", reason="torch is the optional peer of the benchmark")
+    rows = bench.run(classes=[16], elements=256, repeat=1)
+    options = {r["option"] for r in rows if r["method"].startswith("torch") and r["option"]}
+    assert options == set(bench.OPTIONS) - {"z-loss"}
+    for r in rows:
+        if r["method"].startswith("torch") and r["option"]:
+            assert r["baseline"] == ("torch" if r["kind"] == "loss" else "torch + backward")

@@ -101,7 +101,7 @@ class _Method(NamedTuple):
     option: str | None = None
 
 
-def _methods(z, y, torch):
+def _methods(z, y, torch_logits):
     """``{name: _Method}`` for the plain problem: class indices, mean, no option."""
     import scipy.special
 
@@ -122,29 +122,36 @@ def _methods(z, y, torch):
         "numpy stable + grad": _Method("loss+grad", lambda: _numpy_stable_loss_and_grad(z, y)),
         "exp floor": _Method("floor", lambda: _exp_floor(z)),
     }
-    if torch is not None:
-        methods["torch"], methods["torch + backward"] = _torch_methods(torch, z, y, {})
+    if torch_logits is not None:
+        methods["torch"], methods["torch + backward"] = torch_logits.methods(y, {})
     return methods
 
 
-def _torch_methods(torch, z, target, options):
-    """torch's loss, and loss with backward, on tensors it allocated itself."""
-    functional = torch.nn.functional
-    # from_numpy memory is only 16-byte aligned, which slows some of torch's kernels.
-    zt, tt = torch.from_numpy(z).clone(), torch.from_numpy(target).clone()
-    options = {name: torch.from_numpy(v).clone() if isinstance(v, np.ndarray) else v
-               for name, v in options.items()}
-    leaf = zt.clone().requires_grad_()
+class _TorchLogits:
+    """The logits as torch tensors it allocated itself, made once for all of torch's methods."""
 
-    def forward_backward():
-        leaf.grad = None
-        functional.cross_entropy(leaf, tt, **options).backward()
+    def __init__(self, torch, z):
+        self.torch = torch
+        # from_numpy memory is only 16-byte aligned, which slows some of torch's kernels.
+        self.z = torch.from_numpy(z).clone()
+        self.leaf = self.z.clone().requires_grad_()
 
-    return (_Method("loss", lambda: functional.cross_entropy(zt, tt, **options)),
-            _Method("loss+grad", forward_backward))
+    def methods(self, target, options):
+        """torch's loss, and loss with backward, against ``target`` with ``options``."""
+        functional, leaf = self.torch.nn.functional, self.leaf
+        target = self.torch.from_numpy(target).clone()
+        options = {name: self.torch.from_numpy(v).clone() if isinstance(v, np.ndarray) else v
+                   for name, v in options.items()}
+
+        def forward_backward():
+            leaf.grad = None
+            functional.cross_entropy(leaf, target, **options).backward()
+
+        return (_Method("loss", lambda: functional.cross_entropy(self.z, target, **options)),
+                _Method("loss+grad", forward_backward))
 
 
-def _option_methods(z, y, rng, torch):
+def _option_methods(z, y, rng, torch_logits):
     """Each of `OPTIONS` with xentlib's loss and in-place gradient, and torch's where it has it.
 
     Each ratio divides by the same library's plain call.
@@ -170,8 +177,8 @@ def _option_methods(z, y, rng, torch):
         methods[f"xentlib in-place, {option}"] = _Method(
             "loss+grad", lambda t=target, k=kwargs: cross_entropy_with_grad(work, t, out=work, **k),
             lambda: np.copyto(work, z), baseline="xentlib fused in-place", option=option)
-        if torch is not None and option != "z-loss":  # torch has no z-loss
-            loss, loss_grad = _torch_methods(torch, z, target, kwargs)
+        if torch_logits is not None and option != "z-loss":  # torch has no z-loss
+            loss, loss_grad = torch_logits.methods(target, kwargs)
             methods[f"torch, {option}"] = loss._replace(baseline="torch", option=option)
             methods[f"torch + backward, {option}"] = loss_grad._replace(
                 baseline="torch + backward", option=option)
@@ -280,7 +287,8 @@ def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repe
         rows = max(1, elements // num_classes)
         z = rng.standard_normal((rows, num_classes), dtype=np.float64).astype(dtype)
         y = rng.integers(0, num_classes, size=rows)
-        table = _methods(z, y, torch) | _option_methods(z, y, rng, torch)
+        torch_logits = None if torch is None else _TorchLogits(torch, z)
+        table = _methods(z, y, torch_logits) | _option_methods(z, y, rng, torch_logits)
         keep = _with_baselines([*(methods or table), "exp floor"], table, baselines)
         problems.append((z, y, {name: m for name, m in table.items() if name in keep}))
     bar = _Progress(sum(len(t) * (repeat + 2) for _, _, t in problems), progress)
