@@ -19,7 +19,10 @@ venv: $(VENV)/installed
 
 # The website, into _build/html: every page re-read and every notebook executed afresh
 # (--all: Sphinx would skip unchanged pages even when xentlib changed), any warning an error.
+# The xentlib wheel comes first: the site offers it for download (offline: no build isolation).
 book: $(VENV)/installed
+	rm -rf _build/wheel
+	$(BIN)/python -m build --no-isolation --wheel --outdir _build/wheel . >/dev/null
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # The CI workflow against its schema (offline), then package tests, doctests and

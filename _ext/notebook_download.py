@@ -2,17 +2,33 @@
 
 The chapters are MyST Markdown notebooks. Jupyter Book 1 offers an ``.ipynb``
 download for them only when launch buttons (Binder, Colab, ...) are set up,
-which this offline book has none of. This extension writes each chapter,
-converted by jupytext, to ``<outdir>/notebooks/<chapter>.ipynb`` and puts a
-link to it first in the page's download menu, so a reader can open the
-chapter in Jupyter or on a GPU service.
+which this offline book has none of. This extension writes each chapter's
+executed notebook, with its outputs, to ``<outdir>/notebooks/<chapter>.ipynb``
+and puts a link to it first in the page's download menu.
+
+The download runs in a plain Jupyter kernel with ``xentlib`` and the
+chapter's own imports: values pasted with ``{glue:text}`` become text, and a
+first cell says what to install.
 """
 
+import ast
+import json
+import re
+import sys
 from pathlib import Path
 
-import jupytext
+import nbformat
+from myst_nb.core.variables import format_plain_text
+from myst_nb.sphinx_ext import OUTPUT_FOLDER
 
 NOTEBOOK_DIR = "notebooks"
+
+# Import names whose distribution is called something else.
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "dask": "dask[array]"}
+# The book's own machinery: present when the book is built, optional outside it.
+NOT_NEEDED = {"xentlib", "myst_nb"}
+
+GLUE_ROLE = re.compile(r"\{glue:text\}`([^`:]+)(?::([^`]*))?`")
 
 
 def is_myst_notebook(path):
@@ -21,23 +37,76 @@ def is_myst_notebook(path):
     return path.suffix == ".md" and path.read_text(encoding="utf-8").startswith("---\njupytext:")
 
 
+def chapter_requirements(notebook):
+    """The distributions a chapter imports, besides xentlib and the standard library."""
+    names = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module.split(".")[0])
+    names -= NOT_NEEDED | set(sys.stdlib_module_names)
+    return sorted(DISTRIBUTIONS.get(name, name) for name in names)
+
+
+def paste_glue(markdown, values):
+    """Replace ``{glue:text}`key:format``` roles by the glued values, formatted."""
+
+    def value(match):
+        key, spec = match.group(1), match.group(2) or ""
+        text = values[key]["data"]["text/plain"]
+        try:
+            return format_plain_text(text, spec)
+        except ValueError:  # myst-nb warns about the same value, which fails the -W build
+            return text
+
+    return GLUE_ROLE.sub(value, markdown)
+
+
+def install_note(notebook):
+    import xentlib  # the book's package, for the wheel's name
+
+    requirements = " ".join(f'"{name}"' if "[" in name else name for name in chapter_requirements(notebook))
+    return nbformat.v4.new_markdown_cell(
+        "This notebook is a chapter of the book *Why is cross-entropy written like that?*, "
+        "executed when the site was built: the outputs are that run's.\n\n"
+        "To run it yourself, download the `xentlib` wheel from the book's first page "
+        "(\"How to run it\") and install it beside the chapter's other imports:\n\n"
+        f"```bash\npip install xentlib-{xentlib.__version__}-py3-none-any.whl {requirements} ipykernel\n```"
+    )
+
+
+def export_notebook(app, pagename, target):
+    """Write the executed notebook of ``pagename``, ready for a plain kernel, to ``target``."""
+    executed = Path(app.outdir).parent / OUTPUT_FOLDER / f"{pagename}.ipynb"
+    notebook = nbformat.read(executed, as_version=4)
+    glue_file = executed.with_suffix(".glue.json")
+    values = json.loads(glue_file.read_text(encoding="utf-8")) if glue_file.exists() else {}
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            cell.source = paste_glue(cell.source, values)
+    notebook.cells.insert(0, install_note(notebook))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, target)
+
+
 def _add_notebook_download(app, pagename, templatename, context, doctree):
     if doctree is None or pagename not in app.env.all_docs:
         return
-    source = app.env.doc2path(pagename)
-    if not is_myst_notebook(source):
+    if not is_myst_notebook(app.env.doc2path(pagename)):
         return
     name = f"{Path(pagename).name}.ipynb"
-    target = Path(app.outdir) / NOTEBOOK_DIR / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    jupytext.write(jupytext.read(source), target, fmt="ipynb")
+    export_notebook(app, pagename, Path(app.outdir) / NOTEBOOK_DIR / name)
 
     link = {
         "type": "link",
         "url": context["pathto"](f"{NOTEBOOK_DIR}/{name}", 1),
         "text": ".ipynb",
         "icon": "fas fa-code",
-        "tooltip": "Download this chapter as a Jupyter notebook",
+        "tooltip": "Download this chapter as a Jupyter notebook, with its outputs",
         "label": "download-notebook-button",
     }
     for button in context.get("header_buttons", []):

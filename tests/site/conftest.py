@@ -8,11 +8,17 @@ browser.
 
 import functools
 import http.server
+import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import jupytext
 import pytest
 import yaml
+
+from _ext.notebook_download import chapter_requirements, is_myst_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
@@ -38,8 +44,14 @@ def toc_pages():
     """The documents of ``_toc.yml`` in reading order, e.g. ``['book/intro', ...]``."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     pages = [toc["root"]]
+
+    def add(entries):
+        for entry in entries:
+            pages.append(entry["file"])
+            add(entry.get("sections", []))
+
     for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}]):
-        pages += [chapter["file"] for chapter in part["chapters"]]
+        add(part["chapters"])
     return pages
 
 
@@ -71,3 +83,35 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def chapters():
+    """The pages of ``_toc.yml`` that are notebooks."""
+    return [page for page in toc_pages() if is_myst_notebook(ROOT / f"{page}.md")]
+
+
+@pytest.fixture(scope="session")
+def notebook_venv(tmp_path_factory):
+    """A fresh venv with only the xentlib wheel, the chapters' imports and ipykernel.
+
+    Installed from the registry at the versions of requirements.txt, as a reader
+    would; its kernel is registered under its own prefix as ``throwaway``.
+    """
+    wheels = sorted((ROOT / "_build" / "wheel").glob("xentlib-*.whl"))
+    if not wheels:
+        pytest.fail("_build/wheel has no xentlib wheel: run `make book` first")
+    venv = tmp_path_factory.mktemp("notebook-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    # pip refuses extras in a constraints file: dask[array]==x constrains dask==x.
+    pins = re.sub(r"\[[^\]]*\]", "", (ROOT / "requirements.txt").read_text(encoding="utf-8"))
+    constraints = venv / "constraints.txt"
+    constraints.write_text(pins, encoding="utf-8")
+    needs = set().union(*(chapter_requirements(jupytext.read(ROOT / f"{page}.md")) for page in chapters()))
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "-c", str(constraints), *sorted(needs), "ipykernel", str(wheels[-1])],
+        check=True,
+    )
+    subprocess.run([python, "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "throwaway"],
+                   check=True, capture_output=True)
+    return venv

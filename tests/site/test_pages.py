@@ -31,14 +31,20 @@ VISIBLE_PROSE = """() => {
 class Visit:
     """One page opened in a fresh browser context, with what it logged and requested."""
 
-    def __init__(self, browser, server, name):
+    def __init__(self, browser, server, name, viewport=VIEWPORT):
         self.name = name
         self.url = f"{server}/{name}.html"
-        self.context = browser.new_context(viewport=VIEWPORT)
+        self.context = browser.new_context(viewport=viewport)
         self.console_errors = []
+        self.page_errors = []
+        self.failed_requests = []
         self.foreign_requests = []
         self.page = self.context.new_page()
         self.page.on("console", self._on_console)
+        # An uncaught exception is not a console message; a 404 is only sometimes one.
+        self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        self.page.on("requestfailed", lambda request: self.failed_requests.append(request.url))
+        self.page.on("response", self._on_response)
         self.page.route("**/*", lambda route: self._only_local(route, server))
         self.response = self.page.goto(self.url, wait_until="networkidle")
         if self.page.locator(".math").count():
@@ -48,6 +54,10 @@ class Visit:
     def _on_console(self, message):
         if message.type == "error" and not message.text.startswith(ALLOWED_CONSOLE_ERRORS):
             self.console_errors.append(message.text)
+
+    def _on_response(self, response):
+        if response.status >= 400:
+            self.failed_requests.append(f"{response.url} (HTTP {response.status})")
 
     def _only_local(self, route, server):
         url = route.request.url
@@ -76,6 +86,16 @@ def test_page_loads(visit):
 
 def test_no_console_error(visit):
     assert not visit.console_errors, f"{visit.name}: {visit.console_errors}"
+
+
+def test_no_page_error(visit):
+    assert not visit.page_errors, f"{visit.name}: uncaught {visit.page_errors}"
+
+
+def test_every_request_succeeds(visit):
+    # Requests to other hosts are aborted on purpose; the next test reports those.
+    failed = [url for url in visit.failed_requests if url not in visit.foreign_requests]
+    assert not failed, f"{visit.name}: {failed}"
 
 
 def test_no_request_leaves_the_local_server(visit):
@@ -129,6 +149,49 @@ def test_sidebar_reaches_the_next_page(browser, server, here, after):
     try:
         visit.page.locator(f'nav.bd-docs-nav a[href$="{after.split("/")[-1]}.html"]').click()
         visit.page.wait_for_url(f"{server}/{after}.html")
+    finally:
+        visit.close()
+
+
+PHONE = {"width": 390, "height": 844}
+CHAPTER_LINK = 'nav.bd-docs-nav a[href$="gather.html"]'
+
+
+def test_phone_menu_opens_and_leads_to_a_chapter(browser, server):
+    visit = Visit(browser, server, "book/formula", viewport=PHONE)
+    try:
+        link = visit.page.locator(CHAPTER_LINK)
+        assert not link.is_visible(), "the chapter list shows before the menu is opened"
+        visit.page.locator(".primary-toggle:visible").click()
+        link.wait_for(state="visible")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        visit.page.screenshot(path=SCREENSHOTS / "phone-menu-open.png")
+        link.click()
+        visit.page.wait_for_url(f"{server}/book/gather.html")
+    finally:
+        visit.close()
+
+
+def test_phone_page_contents_open(browser, server):
+    visit = Visit(browser, server, "book/formula", viewport=PHONE)
+    try:
+        contents = visit.page.locator(".bd-sidebar-secondary nav.bd-toc-nav a").first
+        assert not contents.is_visible(), "the page contents show before they are asked for"
+        visit.page.locator(".secondary-toggle:visible").click()
+        contents.wait_for(state="visible")
+    finally:
+        visit.close()
+
+
+def test_desktop_sidebar_collapses_and_comes_back(browser, server):
+    visit = Visit(browser, server, "book/formula")
+    try:
+        link, toggle = visit.page.locator(CHAPTER_LINK), visit.page.locator(".primary-toggle:visible")
+        assert link.is_visible()
+        toggle.click()
+        link.wait_for(state="hidden")
+        toggle.click()
+        link.wait_for(state="visible")
     finally:
         visit.close()
 
