@@ -43,7 +43,7 @@ gpu-test: $(VENV)/installed
 	$(BIN)/python -m pytest -m gpu tests
 	XENTLIB_BACKEND=cupy $(BIN)/python -m pytest book
 
-# Timings and peak memory against torch (when installed), NumPy and SciPy: about five minutes
+# Timings and peak memory against torch (when installed), NumPy and SciPy: about three minutes
 # on two cores. Writes bench.json and bench.png into _build/bench.
 bench: $(VENV)/installed
 	$(BIN)/python -m xentlib.bench --out _build/bench

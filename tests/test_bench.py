@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from xentlib import bench
@@ -91,6 +92,31 @@ def test_large_vocab_chunked_memory_stays_flat_and_sharded_agrees():
         assert r["loss_difference"] < 1e-5 and r["sharded_difference"] < 1e-5
     chunked = [r["memory"]["chunked"] for r in results]
     assert max(chunked) < 1.5 * min(chunked) and results[-1]["memory_ratio"] < 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_array_the_benchmark_builds_has_the_dtype_asked_for(dtype):
+    # NumPy 2 promotes float32_array / np.sqrt(k) to float64: the large-vocabulary
+    # classifier was float64, and with it the logits, while the benchmark said float32.
+    rng = np.random.default_rng(0)
+    logits = bench._logits(rng, 8, 5, dtype)
+    built = {"logits": logits}
+    for option, (target, kwargs) in bench._option_arguments(logits, np.arange(8) % 5, rng).items():
+        for name, value in [("target", target), *kwargs.items()]:
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                built[f"{option}: {name}"] = value
+    hidden, classifier, labels = bench._large_vocab_arrays(rng, 4, 16, 8, dtype)
+    built |= {"hidden": hidden, "classifier": classifier}
+    assert len(built) == 5  # logits, probability targets, class weights, hidden, classifier
+    assert {name: str(a.dtype) for name, a in built.items()} == dict.fromkeys(built, dtype)
+    assert labels.dtype.kind == "i"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_vocab_computes_and_reports_in_the_dtype_asked_for(dtype):
+    [r] = bench.run_large_vocab(vocabularies=[64], rows=8, width=4, repeat=1, dtype=dtype)
+    assert r["dtype"] == dtype
+    assert r["logits_bytes"] == 8 * 64 * np.dtype(dtype).itemsize
 
 
 def test_torch_times_the_options_it_has():

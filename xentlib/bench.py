@@ -151,22 +151,32 @@ class _TorchLogits:
                 _Method("loss+grad", forward_backward))
 
 
-def _option_methods(z, y, rng, torch_logits):
-    """Each of `OPTIONS` with xentlib's loss and in-place gradient, and torch's where it has it.
+def _logits(rng, rows, classes, dtype):
+    """Standard normal ``(rows, classes)`` logits of ``dtype`` (drawn in float64, then cast)."""
+    return rng.standard_normal((rows, classes), dtype=np.float64).astype(dtype)
 
-    Each ratio divides by the same library's plain call.
-    """
+
+def _option_arguments(z, y, rng):
+    """``{option: (target, keyword arguments)}`` for each of `OPTIONS`, arrays in ``z.dtype``."""
     probabilities = rng.random(z.shape, dtype=np.float64).astype(z.dtype)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     some_ignored = y.copy()
     some_ignored[::10] = -100
-    arguments = {
+    return {
         "probabilities": (probabilities, {}),
         "label smoothing": (y, dict(label_smoothing=0.1)),
         "class weights": (y, dict(weight=rng.uniform(0.5, 2.0, z.shape[1]).astype(z.dtype))),
         "ignore_index": (some_ignored, dict(ignore_index=-100)),
         "z-loss": (y, dict(z_loss=1e-4)),
     }
+
+
+def _option_methods(z, y, rng, torch_logits):
+    """Each of `OPTIONS` with xentlib's loss and in-place gradient, and torch's where it has it.
+
+    Each ratio divides by the same library's plain call.
+    """
+    arguments = _option_arguments(z, y, rng)
     work = np.empty_like(z)
     methods = {}
     for option in OPTIONS:
@@ -285,7 +295,7 @@ def run(classes=QUICK["classes"], elements=QUICK["elements"], repeat=QUICK["repe
     problems = []
     for num_classes in classes:
         rows = max(1, elements // num_classes)
-        z = rng.standard_normal((rows, num_classes), dtype=np.float64).astype(dtype)
+        z = _logits(rng, rows, num_classes, dtype)
         y = rng.integers(0, num_classes, size=rows)
         torch_logits = None if torch is None else _TorchLogits(torch, z)
         table = _methods(z, y, torch_logits) | _option_methods(z, y, rng, torch_logits)
@@ -364,9 +374,24 @@ def chunked_linear_step(hidden, classifier, labels):
     return linear_cross_entropy_with_grad(hidden, classifier, labels)
 
 
+def _large_vocab_arrays(rng, rows, vocab, width, dtype="float32"):
+    """Hidden states ``(rows, width)``, a classifier ``(vocab, width)`` and labels ``(rows,)``.
+
+    Both float arrays are standard normal in ``dtype`` (float32 or float64); the
+    classifier is divided by ``sqrt(width)`` in place, so that the logits are
+    about standard normal and the array keeps its dtype. (Out of place,
+    ``classifier / np.sqrt(width)`` would be float64 under NumPy 2, since a
+    float64 NumPy scalar is not a weak scalar.)
+    """
+    hidden = rng.standard_normal((rows, width), dtype=dtype)
+    classifier = rng.standard_normal((vocab, width), dtype=dtype)
+    classifier /= np.sqrt(width)
+    return hidden, classifier, rng.integers(0, vocab, size=rows)
+
+
 def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["rows"],
                     width=LARGE_VOCAB["width"], repeat=LARGE_VOCAB["repeat"], *,
-                    shards=0, seed=0, progress=False):
+                    dtype="float32", shards=0, seed=0, progress=False):
     """Dense against chunked linear cross-entropy (and sharded on Dask) for each vocabulary size.
 
     Parameters
@@ -374,9 +399,12 @@ def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["
     vocabularies : sequence of int
         The vocabulary sizes ``V``.
     rows, width : int
-        ``N`` hidden states of ``D`` features (float32).
+        ``N`` hidden states of ``D`` features.
     repeat : int
         Interleaved timed calls of each step; the median is reported.
+    dtype : str
+        Of the hidden states and the classifier, and so of the logits,
+        ``"float32"`` (default) or ``"float64"``.
     shards : int
         With a positive number, also time `xentlib.sharded.cross_entropy` (loss
         only) on ``(N, V)`` normal logits split into that many vocabulary
@@ -390,7 +418,8 @@ def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["
     Returns
     -------
     list of dict
-        One per ``V``: ``vocabulary``, ``rows``, ``width``, ``logits_bytes``,
+        One per ``V``: ``vocabulary``, ``rows``, ``width``, ``dtype`` (that
+        of the gradients both steps returned), ``logits_bytes`` (in it),
         ``seconds`` and ``memory`` (peak bytes beyond the returned gradients)
         and ``loss`` for ``dense`` and ``chunked``, their ``time_ratio`` and
         ``memory_ratio`` (chunked / dense), ``loss_difference``, and with
@@ -401,22 +430,22 @@ def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["
     --------
     >>> from xentlib import bench
     >>> [r] = bench.run_large_vocab(vocabularies=[256], rows=32, width=8, repeat=1)
-    >>> r["loss_difference"] < 1e-5, sorted(r["seconds"])
-    (True, ['chunked', 'dense'])
+    >>> r["loss_difference"] < 1e-5, sorted(r["seconds"]), r["dtype"]
+    (True, ['chunked', 'dense'], 'float32')
     """
     rng = np.random.default_rng(seed)
     steps = {"dense": dense_linear_step, "chunked": chunked_linear_step}
     bar = _Progress(len(vocabularies) * (len(steps) * (repeat + 1) + (2 if shards else 0)), progress)
     results = []
     for vocab in vocabularies:
-        args = (rng.standard_normal((rows, width), dtype=np.float32),
-                rng.standard_normal((vocab, width), dtype=np.float32) / np.sqrt(width),
-                rng.integers(0, vocab, size=rows))
+        args = _large_vocab_arrays(rng, rows, vocab, width, dtype)
         memory, losses, times = {}, {}, {name: [] for name in steps}
+        dtypes = set()
         for name, step in steps.items():
             peak, returned = _peak_bytes(lambda step=step: step(*args))
             memory[name] = peak - sum(g.nbytes for g in returned[1:])
             losses[name] = float(returned[0])
+            dtypes.update(str(g.dtype) for g in returned[1:])
             bar.step(f"V={vocab} memory {name}")
         for i in range(repeat):
             for name in list(steps)[i % 2:] + list(steps)[: i % 2]:
@@ -426,19 +455,20 @@ def run_large_vocab(vocabularies=LARGE_VOCAB["vocabularies"], rows=LARGE_VOCAB["
                 bar.step(f"V={vocab} {name}")
         seconds = {name: statistics.median(ts) for name, ts in times.items()}
         result = dict(
-            vocabulary=vocab, rows=rows, width=width, logits_bytes=rows * vocab * 4,
+            vocabulary=vocab, rows=rows, width=width, dtype=" and ".join(sorted(dtypes)),
+            logits_bytes=rows * vocab * max(np.dtype(d).itemsize for d in dtypes),
             seconds=seconds, memory=memory, loss=losses,
             time_ratio=seconds["chunked"] / seconds["dense"],
             memory_ratio=memory["chunked"] / memory["dense"],
             loss_difference=abs(losses["chunked"] - losses["dense"]),
         )
         if shards:
-            result.update(_time_sharded(rows, vocab, shards, args[2], seed, bar))
+            result.update(_time_sharded(rows, vocab, shards, args[2], seed, dtype, bar))
         results.append(result)
     return results
 
 
-def _time_sharded(rows, vocab, shards, labels, seed, bar):
+def _time_sharded(rows, vocab, shards, labels, seed, dtype, bar):
     """Sharded loss on a 2-worker Dask cluster against the dense loss of the same logits.
 
     The logits are drawn on the workers, shard by shard, as each device of a
@@ -452,7 +482,7 @@ def _time_sharded(rows, vocab, shards, labels, seed, bar):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster):
         split = da.random.default_rng(seed).standard_normal(
-            (rows, vocab), dtype=np.float32, chunks=(rows, -(-vocab // shards))).persist()
+            (rows, vocab), dtype=dtype, chunks=(rows, -(-vocab // shards))).persist()
         logits = split.compute()
         start = time.perf_counter()
         dense = float(cross_entropy(logits, labels))
@@ -603,6 +633,7 @@ def _main_large_vocab(args):
         settings["vocabularies"] = args.classes
     if args.repeat is not None:
         settings["repeat"] = args.repeat
+    settings["dtype"] = args.dtype
     results = run_large_vocab(**settings, shards=4, progress=True)
     print(table_large_vocab(results))
     os.makedirs(args.out, exist_ok=True)
