@@ -123,7 +123,7 @@ def default_namespace():
     Examples
     --------
     >>> import xentlib
-    >>> xp = xentlib.default_namespace()  # numpy unless XENTLIB_BACKEND says otherwise
+    >>> xp = xentlib.default_namespace()  # numpy unless XENTLIB_BACKEND=cupy
     >>> float(xentlib.softmax(xp.asarray([0.0, 0.0])).sum())
     1.0
     """

@@ -60,7 +60,9 @@ def numerical_gradient(f, x, eps=None):
     >>> import xentlib
     >>> logits = np.array([[2.0, 0.5, -1.0]])
     >>> labels = np.array([0])
-    >>> numeric = xentlib.numerical_gradient(lambda z: xentlib.cross_entropy(z, labels), logits)
+    >>> def loss(z):
+    ...     return xentlib.cross_entropy(z, labels)
+    >>> numeric = xentlib.numerical_gradient(loss, logits)
     >>> analytic = xentlib.cross_entropy_grad(logits, labels)
     >>> print(np.abs(numeric - analytic).max() < 1e-9)
     True

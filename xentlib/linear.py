@@ -372,7 +372,8 @@ def linear_cross_entropy(
     >>> hidden = rng.normal(size=(4, 8))           # 4 tokens, 8 features
     >>> classifier = rng.normal(size=(10, 8))      # 10 classes
     >>> labels = np.array([3, 0, 9, 3])
-    >>> loss = xentlib.linear_cross_entropy(hidden, classifier, labels, chunk_size=3)
+    >>> loss = xentlib.linear_cross_entropy(hidden, classifier, labels,
+    ...                                     chunk_size=3)
     >>> dense = xentlib.cross_entropy(hidden @ classifier.T, labels)
     >>> print(round(float(loss), 4), round(float(dense), 4))
     4.541 4.541
@@ -453,10 +454,12 @@ def linear_cross_entropy_with_grad(
     >>> rng = np.random.default_rng(0)
     >>> hidden, classifier = rng.normal(size=(4, 8)), rng.normal(size=(10, 8))
     >>> labels = np.array([3, 0, 9, 3])
-    >>> loss, grad_hidden, grad_classifier = xentlib.linear_cross_entropy_with_grad(
-    ...     hidden, classifier, labels, chunk_size=3)
+    >>> loss, grad_hidden, grad_classifier = (
+    ...     xentlib.linear_cross_entropy_with_grad(hidden, classifier, labels,
+    ...                                            chunk_size=3))
     >>> g = xentlib.cross_entropy_grad(hidden @ classifier.T, labels)
-    >>> print(np.allclose(grad_hidden, g @ classifier), np.allclose(grad_classifier, g.T @ hidden))
+    >>> print(np.allclose(grad_hidden, g @ classifier),
+    ...       np.allclose(grad_classifier, g.T @ hidden))
     True True
     """
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,

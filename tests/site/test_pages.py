@@ -175,7 +175,7 @@ def test_phone_menu_opens_and_leads_to_a_chapter(browser, server):
 def test_phone_page_contents_open(browser, server):
     visit = Visit(browser, server, "book/formula", viewport=PHONE)
     try:
-        contents = visit.page.locator(".bd-sidebar-secondary nav.bd-toc-nav a").first
+        contents = visit.page.locator("#pst-page-toc-nav a").first
         assert not contents.is_visible(), "the page contents show before they are asked for"
         visit.page.locator(".secondary-toggle:visible").click()
         contents.wait_for(state="visible")
