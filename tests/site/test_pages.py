@@ -120,6 +120,16 @@ def test_every_figure_loads(visit):
         assert width > 0, f"{visit.name}: {images.nth(i).get_attribute('src')} did not load"
 
 
+def test_every_figure_says_what_it_shows(visit):
+    # Without cell metadata, myst-nb's alt text is the image's file path.
+    images = visit.page.locator("article img")
+    for i in range(images.count()):
+        alt = images.nth(i).get_attribute("alt") or ""
+        assert len(alt.split()) >= 5 and not alt.endswith(".png"), (
+            f"{visit.name}: figure {i} has alt text {alt!r}"
+        )
+
+
 # Code, outputs and display equations that a reader would have to scroll sideways.
 SIDEWAYS = """() => [...document.querySelectorAll("article pre, article div.math")]
     .filter(e => e.scrollWidth > e.clientWidth + 1)
@@ -179,6 +189,16 @@ def test_phone_page_contents_open(browser, server):
         assert not contents.is_visible(), "the page contents show before they are asked for"
         visit.page.locator(".secondary-toggle:visible").click()
         contents.wait_for(state="visible")
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_fits_a_phone(browser, server, name):
+    visit = Visit(browser, server, name, viewport=PHONE)
+    try:
+        width = visit.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{name} is {width} px wide on a {PHONE['width']} px phone"
     finally:
         visit.close()
 
