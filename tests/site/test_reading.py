@@ -1,11 +1,13 @@
-"""What a reader sees on the built pages: code that is mostly maths and checks, and a
-question index whose every entry lands on a section.
+"""What a reader sees on the built pages: code that is mostly maths and checks, a
+question index whose every entry lands on a section, and a bibliography labelled as
+the text cites it.
 
 These read ``_build/html`` as files; no browser is needed, but they need ``make book``
 first, so they carry the ``site`` marker like the browser tests.
 """
 
 import html.parser
+import re
 import urllib.parse
 
 import pytest
@@ -118,3 +120,23 @@ def test_every_question_lands_on_a_section():
         if not page.is_file() or urllib.parse.unquote(fragment) not in _parse(page).ids:
             missing.append(link)
     assert not missing, f"{len(missing)} question links land nowhere, first: {missing[0]}"
+
+
+BIBLIOGRAPHY_LABEL = re.compile(
+    r'id="([^"]+)" role="doc-biblioentry">\s*<span class="label"><span class="fn-bracket">\[</span>([^<]+)<'
+)
+CITATION = re.compile(r'<a class="reference internal" href="references\.html#([^"]+)"[^>]*>(.*?)</a>')
+
+
+def test_bibliography_labels_read_like_the_citations():
+    labels = dict(BIBLIOGRAPHY_LABEL.findall((SITE / "book" / "references.html").read_text(encoding="utf-8")))
+    assert labels, "no bibliography entries found on the references page"
+    cited, mismatched = 0, []
+    for page in CHAPTERS:
+        for anchor, html_text in CITATION.findall((SITE / f"{page}.html").read_text(encoding="utf-8")):
+            text, label = re.sub(r"<[^>]+>", "", html_text), labels[anchor]
+            cited += 1
+            # [Cover and Thomas, 2006] in parentheses; Bridle [1990] in running text
+            if text != label and not (text.isdigit() and label.endswith(f", {text}")):
+                mismatched.append(f"{page}: cited as {text!r}, listed as [{label}]")
+    assert cited > 10 and not mismatched, mismatched
