@@ -12,13 +12,11 @@ import urllib.parse
 
 import pytest
 
-from _ext.notebook_download import is_myst_notebook
-
-from .conftest import ROOT, SITE, toc_pages
+from .conftest import SITE, chapters
 
 pytestmark = pytest.mark.site
 
-CHAPTERS = [page for page in toc_pages() if is_myst_notebook(ROOT / f"{page}.md")]
+CHAPTERS = chapters()
 
 # Calls that serve the page, not the reader: pasting values into the prose and
 # copying arrays to the host for printing or plotting.
