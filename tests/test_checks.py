@@ -233,3 +233,51 @@ class TestInputsUnchanged:
             function(logits, target, weight=weight, label_smoothing=0.1, z_loss=0.01)
         for array, copy in zip((logits, target, weight), copies):
             np.testing.assert_array_equal(array, copy)
+
+
+class TestLabelEqualToNumClasses:
+    """A label of exactly C is one past the last class on every path (an off-by-one is easy)."""
+
+    LABELS = np.array([0, 5, 1, 2])
+
+    @pytest.mark.parametrize("name", ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad"])
+    def test_dense(self, name):
+        with pytest.raises(ValueError, match=rf"^{name}: target\[1\] = 5 is outside \[0, 5\)"):
+            getattr(xentlib, name)(LOGITS, self.LABELS)
+
+    @pytest.mark.parametrize("name", ["linear_cross_entropy", "linear_cross_entropy_with_grad"])
+    def test_linear(self, name):
+        with pytest.raises(ValueError, match=rf"^{name}: target\[1\] = 5 is outside \[0, 5\)"):
+            getattr(xentlib, name)(np.ones((4, 3)), np.ones((5, 3)), self.LABELS)
+
+    def test_sharded(self):
+        da = pytest.importorskip("dask.array", reason="xentlib.sharded needs Dask")
+        import xentlib.sharded
+
+        with pytest.raises(ValueError, match=r"^sharded.cross_entropy: target\[1\] = 5 is outside \[0, 5\)"):
+            xentlib.sharded.cross_entropy(da.from_array(LOGITS, chunks=(4, 2)), self.LABELS).compute()
+
+    def test_one_hot(self):
+        with pytest.raises(ValueError, match=r"^one_hot: labels\[1\] = 5 is outside \[0, 5\)$"):
+            xentlib.one_hot(self.LABELS, 5)
+
+
+class TestOutSharingTheLogitsAddress:
+    """``out`` that starts where the logits start but walks them in another order."""
+
+    def _square(self):
+        return np.random.default_rng(0).normal(size=(5, 5)), np.array([0, 1, 2, 3, 4])
+
+    def test_transposed_view(self):
+        logits, labels = self._square()
+        copy = logits.copy()
+        with pytest.raises(ValueError, match=r"out overlaps logits without being logits itself"):
+            xentlib.cross_entropy_with_grad(logits, labels, out=logits.T)
+        np.testing.assert_array_equal(logits, copy)
+
+    def test_strided_view_with_the_logits_shape(self):
+        logits, labels = self._square()
+        # Same address, same shape, same dtype: rows that overlap each other.
+        aliased = np.lib.stride_tricks.as_strided(logits, shape=(5, 5), strides=(8, 8))
+        with pytest.raises(ValueError, match=r"out overlaps logits without being logits itself"):
+            xentlib.cross_entropy_with_grad(logits, labels, out=aliased)

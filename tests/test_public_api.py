@@ -1,6 +1,7 @@
 """The public names and signatures of DESIGN §2, and an import that leaves CuPy and Dask alone."""
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -49,10 +50,15 @@ def test_options_are_keyword_only_with_torch_like_defaults(name):
                             reduction="mean")
 
 
-def test_import_does_not_import_cupy():
-    # In a fresh interpreter: this process's conftest may already have imported CuPy.
-    code = "import sys, xentlib; print('cupy' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def test_import_does_not_import_cupy(tmp_path):
+    # In a fresh interpreter (this process's conftest may already have imported CuPy), with
+    # a stand-in cupy first on the path that fails loudly if imported, so that the test
+    # can fail on a machine without CuPy too.
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text('raise ImportError("xentlib imported cupy")\n')
+    code = "import sys, xentlib, xentlib.naive; print('cupy' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert result.stdout.strip() == "False"
 
 

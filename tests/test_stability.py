@@ -71,3 +71,24 @@ def test_half_precision_batch_whose_naive_mean_overflows(xp):
         assert np.isinf(np.sum(xentlib.to_numpy(items).astype(np.float16), dtype=np.float16))
     loss = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction="sum")
     assert_close(loss, xp.asarray(np.float32(1024 * (100.0 + np.log1p(2 * np.exp(-100.0))))), rtol=1e-6)
+
+
+FLOAT32_LN_MAX = float(np.log(np.finfo(np.float32).max))
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 1000, 32768, 131072])
+def test_float32_rows_at_and_past_the_unshifted_exp_bound(num_classes):
+    # float32 may skip the max shift while a row's C exponentials cannot overflow in sum:
+    # max <= ln(float32 max) - ln C - 1. Equal logits at, just past and far past that bound
+    # must still give log C and the uniform softmax; without the ln C the sum overflows.
+    bound = FLOAT32_LN_MAX - np.log(num_classes) - 1
+    values = np.array([bound - 0.01, bound + 0.01, 87.0, FLOAT32_LN_MAX - 0.1])
+    logits = np.repeat(values[:, None], num_classes, axis=1).astype(np.float32)
+    labels = np.arange(len(values)) % num_classes
+    loss, grad = xentlib.cross_entropy_with_grad(logits, labels, reduction="none")
+    expected = np.full(logits.shape, 1 / num_classes)
+    expected[np.arange(len(values)), labels] -= 1
+    # float32 tolerances (4 sqrt(eps)): a sum of 131072 unshifted float32 exponentials
+    # is accurate to about 1e-5 relative; an overflow gives inf or NaN.
+    assert_close(loss, np.full(len(values), np.log(num_classes), dtype=np.float32))
+    assert_close(grad, expected.astype(np.float32), atol=1e-7 / num_classes)
