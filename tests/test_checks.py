@@ -281,3 +281,44 @@ class TestOutSharingTheLogitsAddress:
         aliased = np.lib.stride_tricks.as_strided(logits, shape=(5, 5), strides=(8, 8))
         with pytest.raises(ValueError, match=r"out overlaps logits without being logits itself"):
             xentlib.cross_entropy_with_grad(logits, labels, out=aliased)
+
+
+class TestForeignArrays:
+    """Arrays of other libraries raise instead of being copied to NumPy behind the caller's back."""
+
+    class _ArrayLike:  # any object that NumPy could convert: another library's array
+        def __array__(self, dtype=None, copy=None):
+            return np.zeros((4, 5))
+
+    def test_object_with_array_protocol(self):
+        with pytest.raises(TypeError, match=r"^cross_entropy: logits is .*_ArrayLike; expected a NumPy or "
+                                            r"CuPy array \(convert it first, e.g. np.asarray\(logits\)\)$"):
+            xentlib.cross_entropy(self._ArrayLike(), LABELS)
+
+    def test_torch_tensor_that_requires_grad(self):
+        torch = pytest.importorskip("torch", reason="torch is the optional test oracle")
+        with pytest.raises(TypeError, match=r"^cross_entropy: target is torch.Tensor; .*"
+                                            r"target.detach\(\).cpu\(\).numpy\(\)"):
+            xentlib.cross_entropy(LOGITS, torch.zeros(4, dtype=torch.int64, requires_grad=False))
+        with pytest.raises(TypeError, match=r"^softmax: x is torch.Tensor"):
+            xentlib.softmax(torch.zeros(3, requires_grad=True))
+
+    def test_dask_array_outside_sharded(self):
+        da = pytest.importorskip("dask.array", reason="xentlib.sharded needs Dask")
+        with pytest.raises(TypeError, match=r"logits is dask.array.core.Array; .*xentlib.sharded.cross_entropy"):
+            xentlib.cross_entropy_grad(da.from_array(LOGITS), LABELS)
+
+    @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+    @pytest.mark.parametrize("wrap", [np.matrix, np.ma.masked_array], ids=["matrix", "masked"])
+    def test_ndarray_subclass_with_other_arithmetic(self, wrap):
+        with pytest.raises(TypeError, match=r"^cross_entropy_with_grad: logits is numpy\.(matrix|ma\.MaskedArray); "
+                                            r"expected a plain numpy.ndarray"):
+            xentlib.cross_entropy_with_grad(wrap(LOGITS), LABELS)
+
+    def test_memmap_lists_and_numpy_scalars_still_work(self, tmp_path):
+        mapped = np.memmap(tmp_path / "logits", dtype=np.float64, mode="w+", shape=LOGITS.shape)
+        expected = float(np.log(5))
+        assert float(xentlib.cross_entropy(mapped, LABELS)) == pytest.approx(expected, rel=1e-15)
+        assert float(xentlib.cross_entropy(LOGITS.tolist(), LABELS.tolist())) == pytest.approx(expected, rel=1e-15)
+        weight = [np.float64(1.0)] * 5  # NumPy scalars in a list
+        assert float(xentlib.cross_entropy(LOGITS, LABELS, weight=weight)) == pytest.approx(expected, rel=1e-15)

@@ -26,18 +26,44 @@ def _kind(x):
     return "cupy.ndarray" if _is_cupy_array(x) else f"{type(x).__module__}.{type(x).__name__}"
 
 
+def _refuse_foreign(func, name, x):
+    """Raise for an array of another library, or an ndarray subclass with other arithmetic.
+
+    Converting them silently would lose what they carry (autograd, a device, a
+    mask, laziness) or change the arithmetic (``np.matrix`` multiplies rows).
+    """
+    if isinstance(x, np.ma.MaskedArray | np.matrix):
+        msg = f"{func}: {name} is {_kind(x)}; expected a plain numpy.ndarray (np.asarray({name}))"
+        raise TypeError(msg)
+    foreign = not isinstance(x, np.ndarray | np.generic) and any(
+        hasattr(x, protocol) for protocol in ("__array_namespace__", "__dlpack__", "__array__"))
+    if foreign:
+        kind = _kind(x)
+        if kind.startswith("dask."):
+            how = "xentlib.sharded.cross_entropy takes Dask arrays, or call .compute() first"
+        elif kind.startswith("torch."):
+            how = f"convert it with {name}.detach().cpu().numpy()"
+        else:
+            how = f"convert it first, e.g. np.asarray({name})"
+        msg = f"{func}: {name} is {kind}; expected a NumPy or CuPy array ({how})"
+        raise TypeError(msg)
+
+
 def namespace_of(func, **arrays):
     """Return the array module for the named arrays, or raise naming the two that disagree.
 
-    ``func`` and the keyword names only feed the error message. ``None``,
+    ``func`` and the keyword names only feed the error messages. ``None``,
     Python scalars and sequences take no side: they are converted by
-    whichever module the real arrays choose.
+    whichever module the real arrays choose. Arrays of other libraries are
+    refused, never converted behind the caller's back.
     """
     cupy_name = numpy_name = None
     for name, x in arrays.items():
         if _is_cupy_array(x):
             cupy_name = cupy_name or name
-        elif isinstance(x, np.ndarray | np.generic):
+            continue
+        _refuse_foreign(func, name, x)
+        if isinstance(x, np.ndarray | np.generic):
             numpy_name = numpy_name or name
     if cupy_name is None:
         return np

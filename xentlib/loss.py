@@ -496,7 +496,9 @@ def cross_entropy(
     TypeError
         "target has dtype float..." for floating labels shaped like class
         indices; "logits is cupy.ndarray but target is numpy.ndarray" when
-        backends are mixed.
+        backends are mixed; "logits is torch.Tensor; expected a NumPy or CuPy
+        array" for another library's array (Dask, JAX, ...), which is never
+        converted silently, and for ``np.matrix`` or a masked array.
 
     See Also
     --------
