@@ -322,3 +322,21 @@ class TestForeignArrays:
         assert float(xentlib.cross_entropy(LOGITS.tolist(), LABELS.tolist())) == pytest.approx(expected, rel=1e-15)
         weight = [np.float64(1.0)] * 5  # NumPy scalars in a list
         assert float(xentlib.cross_entropy(LOGITS, LABELS, weight=weight)) == pytest.approx(expected, rel=1e-15)
+
+
+class TestHintsForTorchHabits:
+    def test_minus_100_labels_without_ignore_index(self):
+        with pytest.raises(ValueError, match=r"target\[1\] = -100 is outside \[0, 5\) \(5 classes on axis -1\) "
+                                             r"\(did you mean ignore_index=-100, torch's default\?\)$"):
+            xentlib.cross_entropy(LOGITS, np.array([0, -100, 2, 3]))
+
+    def test_no_hint_for_other_labels(self):
+        with pytest.raises(ValueError, match=r"target\[1\] = -1 is outside \[0, 5\) \(5 classes on axis -1\)$"):
+            xentlib.cross_entropy(LOGITS, np.array([0, -1, 2, 3]))
+
+    def test_torch_shaped_target_with_the_default_axis(self):
+        # logits (N, C, T) as torch takes them, target (N, T), but axis left at -1
+        logits, target = np.zeros((2, 5, 3)), np.zeros((2, 3), dtype=np.int64)
+        with pytest.raises(ValueError, match=r"with axis=-1 \(did you mean axis=1, torch's class axis\?\)$"):
+            xentlib.cross_entropy(logits, target)
+        assert float(xentlib.cross_entropy(logits, target, axis=1)) == pytest.approx(np.log(5), rel=1e-15)

@@ -121,6 +121,8 @@ def target_kind(func, target, logits_shape, axis):
         f"{func}: target has shape {target.shape}; expected {batch_shape} (class indices) "
         f"or {logits_shape} (probabilities) for logits of shape {logits_shape} with axis={axis}"
     )
+    if a != 1 and len(logits_shape) > 2 and target.shape == logits_shape[:1] + logits_shape[2:]:
+        msg += " (did you mean axis=1, torch's class axis?)"
     raise ValueError(msg)
 
 
@@ -167,6 +169,8 @@ def index_target(func, name, labels, num_classes, axis, ignore_index, xp):
             msg += f" ({num_classes} classes on axis {axis})"
         if ignore_index is not None:
             msg += f" and is not ignore_index={ignore_index}"
+        elif int(labels[position]) == -100:
+            msg += " (did you mean ignore_index=-100, torch's default?)"
         raise ValueError(msg)
 
 
