@@ -31,22 +31,24 @@ def _refuse_foreign(func, name, x):
 
     Converting them silently would lose what they carry (autograd, a device, a
     mask, laziness) or change the arithmetic (``np.matrix`` multiplies rows).
+    Plain NumPy and CuPy arrays, scalars and sequences pass.
     """
-    if isinstance(x, np.ma.MaskedArray | np.matrix):
-        msg = f"{func}: {name} is {_kind(x)}; expected a plain numpy.ndarray (np.asarray({name}))"
-        raise TypeError(msg)
-    foreign = not isinstance(x, np.ndarray | np.generic) and any(
-        hasattr(x, protocol) for protocol in ("__array_namespace__", "__dlpack__", "__array__"))
-    if foreign:
-        kind = _kind(x)
-        if kind.startswith("dask."):
-            how = "xentlib.sharded.cross_entropy takes Dask arrays, or call .compute() first"
-        elif kind.startswith("torch."):
-            how = f"convert it with {name}.detach().cpu().numpy()"
-        else:
-            how = f"convert it first, e.g. np.asarray({name})"
-        msg = f"{func}: {name} is {kind}; expected a NumPy or CuPy array ({how})"
-        raise TypeError(msg)
+    if isinstance(x, np.ndarray | np.generic):
+        if isinstance(x, np.ma.MaskedArray | np.matrix):
+            msg = f"{func}: {name} is {_kind(x)}; expected a plain numpy.ndarray (np.asarray({name}))"
+            raise TypeError(msg)
+        return
+    if not any(hasattr(x, protocol) for protocol in ("__array_namespace__", "__dlpack__", "__array__")):
+        return
+    kind = _kind(x)
+    if kind.startswith("dask."):
+        how = "xentlib.sharded.cross_entropy takes Dask arrays, or call .compute() first"
+    elif kind.startswith("torch."):
+        how = f"convert it with {name}.detach().cpu().numpy()"
+    else:
+        how = f"convert it first, e.g. np.asarray({name})"
+    msg = f"{func}: {name} is {kind}; expected a NumPy or CuPy array ({how})"
+    raise TypeError(msg)
 
 
 def namespace_of(func, **arrays):
@@ -59,6 +61,8 @@ def namespace_of(func, **arrays):
     """
     cupy_name = numpy_name = None
     for name, x in arrays.items():
+        if x is None:
+            continue
         if _is_cupy_array(x):
             cupy_name = cupy_name or name
             continue
