@@ -93,7 +93,8 @@ class TestOptions:
     @pytest.mark.parametrize("value", ["avg", 0, -2.0, None, True])
     def test_unknown_reduction(self, value):
         with pytest.raises(ValueError, match=rf"^cross_entropy: reduction = {value!r}; "
-                                             r"expected 'none', 'mean', 'sum' or a positive number$"):
+                                             r"expected 'none', 'mean', 'sum' or a positive, "
+                                             r"finite, normal number \(the count"):
             xentlib.cross_entropy(LOGITS, LABELS, reduction=value)
 
     def test_ignore_index_not_an_integer(self):
@@ -117,8 +118,13 @@ class TestLogits:
             xentlib.log_softmax(LOGITS, axis=None)
 
     def test_no_classes(self, xp):
-        with pytest.raises(ValueError, match=r"logsumexp: logits has no classes \(size 0 on axis -1\)"):
-            xentlib.logsumexp(xp.asarray(np.zeros((3, 0))))
+        with pytest.raises(ValueError, match=r"log_softmax: logits has no classes \(size 0 on axis -1\)"):
+            xentlib.log_softmax(xp.asarray(np.zeros((3, 0))))
+
+    def test_logsumexp_of_nothing_is_minus_infinity(self, xp):
+        # As scipy.special.logsumexp: the log of an empty sum.
+        lse = xentlib.logsumexp(xp.asarray(np.zeros((3, 0))))
+        assert lse.shape == (3,) and bool(xp.all(xp.isneginf(lse)))
 
     def test_zero_dimensional(self):
         with pytest.raises(ValueError, match=r"cross_entropy: logits is 0-dimensional"):

@@ -1,4 +1,4 @@
-"""xentlib: cross-entropy done carefully, on NumPy and CuPy.
+"""Cross-entropy done carefully, on NumPy and CuPy: the xentlib package.
 
 The companion package of the book "Why is cross-entropy written like that?".
 Every function takes NumPy or CuPy arrays and answers in the same library;

@@ -90,6 +90,7 @@ def for_each_block(blocks, work, scratch, context=contextlib.nullcontext):
     claim = iter(blocks).__next__  # next() on a list iterator is atomic under the GIL
 
     def worker():
+        """Take blocks until none is left, with this thread's buffers and context."""
         buffers = scratch()
         with context():
             for block in iter(claim, None):

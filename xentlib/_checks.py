@@ -7,23 +7,22 @@ about to raise does it look for the first offender.
 """
 
 import numbers
+import sys
 
 from ._namespace import address
 
 __all__ = [
     "check_chunk_size",
     "check_ignore_index",
-    "check_label_smoothing",
     "check_linear_shapes",
     "check_num_classes",
     "check_out",
-    "check_reduction",
-    "check_z_loss",
     "class_indices_only",
     "classes_last",
     "index_target",
     "is_same_view",
     "logits_dtype",
+    "options",
     "probability_target",
     "result_dtype",
     "target_kind",
@@ -45,6 +44,7 @@ def _first(xp, bad):
 
 
 def _is_half(dtype):
+    """Whether ``dtype`` is float16 or bfloat16, computed in float32."""
     # bfloat16 comes from ml_dtypes and has no NumPy kind of its own; its name is stable.
     return dtype.name in ("float16", "bfloat16")
 
@@ -66,18 +66,21 @@ def result_dtype(dtype, xp):
     return xp.dtype(xp.float64) if dtype.kind in "iu" else dtype
 
 
-def classes_last(func, logits, axis, xp):
+def classes_last(func, logits, axis, xp, empty_ok=False):
     """Validate ``logits`` and ``axis``; return the logits as a float view with classes last.
 
     The view is the caller's own array whenever no conversion is needed, so
     nothing downstream may write into it.
     """
-    dtype = logits_dtype(func, logits, axis, xp)
+    dtype = logits_dtype(func, logits, axis, xp, empty_ok)
     return xp.moveaxis(logits, axis, -1).astype(dtype, copy=False)
 
 
-def logits_dtype(func, logits, axis, xp):
-    """Validate ``logits`` and ``axis``; return the dtype to compute in (see `work_dtype`)."""
+def logits_dtype(func, logits, axis, xp, empty_ok=False):
+    """Validate ``logits`` and ``axis``; return the dtype to compute in (see `work_dtype`).
+
+    An empty class axis is refused unless ``empty_ok`` (a sum over nothing).
+    """
     dtype = work_dtype(func, "logits", logits.dtype, xp)
     if logits.ndim == 0:
         msg = f"{func}: logits is 0-dimensional; expected an array with a class axis"
@@ -88,7 +91,7 @@ def logits_dtype(func, logits, axis, xp):
     if not -logits.ndim <= axis < logits.ndim:
         msg = f"{func}: axis = {axis} is out of range for logits with {logits.ndim} dims"
         raise ValueError(msg)
-    if logits.shape[axis] == 0:
+    if logits.shape[axis] == 0 and not empty_ok:
         msg = f"{func}: logits has no classes (size 0 on axis {axis}); expected at least one"
         raise ValueError(msg)
     return dtype
@@ -137,7 +140,8 @@ def class_indices_only(func, target, batch_shape, num_classes):
     floating = target.dtype.kind == "f" or _is_half(target.dtype)
     if target.shape == (*batch_shape, num_classes) and floating:
         msg = (
-            f"{func}: target has shape {target.shape}, probabilities over the {num_classes} classes; "
+            f"{func}: target has shape {target.shape}, probabilities over the {num_classes} "
+            "classes; "
             f"{func} takes class indices only: expected integers of shape {batch_shape} "
             "(xentlib.cross_entropy takes probabilities)"
         )
@@ -191,37 +195,63 @@ def probability_target(func, target, xp):
 
 
 def weight_vector(func, weight, num_classes, dtype, xp):
-    """Return ``weight`` as a float vector of one entry per class."""
+    """Return ``weight`` as a float vector of one finite, non-negative entry per class."""
     weight = xp.asarray(weight)
     work_dtype(func, "weight", weight.dtype, xp)
     if weight.shape != (num_classes,):
         got = f"{weight.shape[0]} entries" if weight.ndim == 1 else f"shape {weight.shape}"
         msg = f"{func}: weight has {got}; expected one per class ({num_classes})"
         raise ValueError(msg)
-    return weight.astype(dtype, copy=False)
+    weight = weight.astype(dtype, copy=False)
+    bad = ~((weight >= 0) & (weight < xp.inf))
+    if bool(xp.any(bad)):
+        position = _first(xp, bad)
+        msg = (f"{func}: weight{_where(position)} = {float(weight[position])} is not a finite "
+               "number >= 0; expected class weights in [0, inf)")
+        raise ValueError(msg)
+    return weight
 
 
 def _is_real(x):
+    """Whether ``x`` is a real number and not a bool."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _is_positive_integer(x):
+    """Whether ``x`` is an integer >= 1 and not a bool."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1
 
 
-def check_label_smoothing(func, label_smoothing):
-    if not (_is_real(label_smoothing) and 0 <= label_smoothing <= 1):
+def _as_float(x):
+    """``x`` as a Python float, or None where it is not a real number a float can hold."""
+    if not _is_real(x):
+        return None
+    try:
+        return float(x)
+    except OverflowError:  # an int like 10**400
+        return None
+
+
+def options(func, kind, ignore_index, label_smoothing, z_loss, reduction):
+    """Check the options every loss shares; return smoothing, z-loss and reduction as floats.
+
+    Numbers of any real type (``Fraction(1, 10)``, NumPy scalars) become
+    Python floats, so they cannot turn a result into an object array.
+    """
+    check_ignore_index(func, ignore_index, kind)
+    smoothing = _as_float(label_smoothing)
+    if smoothing is None or not 0 <= smoothing <= 1:
         msg = f"{func}: label_smoothing = {label_smoothing!r}; expected a number in [0, 1]"
         raise ValueError(msg)
-
-
-def check_z_loss(func, z_loss):
-    if not (_is_real(z_loss) and 0 <= z_loss < float("inf")):
+    z = _as_float(z_loss)
+    if z is None or not 0 <= z < float("inf"):
         msg = f"{func}: z_loss = {z_loss!r}; expected a finite number >= 0"
         raise ValueError(msg)
+    return smoothing, z, _reduction(func, reduction)
 
 
 def check_num_classes(func, num_classes):
+    """Check that ``num_classes`` is a positive integer."""
     if not _is_positive_integer(num_classes):
         msg = f"{func}: num_classes = {num_classes!r}; expected a positive integer"
         raise ValueError(msg)
@@ -230,13 +260,14 @@ def check_num_classes(func, num_classes):
 def check_linear_shapes(func, hidden, classifier, bias):
     """Check ``hidden`` (..., D), ``classifier`` (V, D) with V >= 1, and ``bias`` (V,) or None."""
     if hidden.ndim == 0:
-        msg = f"{func}: hidden is 0-dimensional; expected shape (N, D): one row of D features per item"
+        msg = (f"{func}: hidden is 0-dimensional; expected shape (N, D): one row of D features "
+               "per item")
         raise ValueError(msg)
     features = hidden.shape[-1]
     if classifier.ndim != 2 or classifier.shape[1] != features:
         msg = (
-            f"{func}: classifier has shape {classifier.shape}; expected (V, {features}): one row per "
-            f"class, as long as the last dimension of hidden {hidden.shape}"
+            f"{func}: classifier has shape {classifier.shape}; expected (V, {features}): one row "
+            f"per class, as long as the last dimension of hidden {hidden.shape}"
         )
         raise ValueError(msg)
     if classifier.shape[0] == 0:
@@ -244,13 +275,14 @@ def check_linear_shapes(func, hidden, classifier, bias):
         raise ValueError(msg)
     if bias is not None and bias.shape != classifier.shape[:1]:
         msg = (
-            f"{func}: bias has shape {bias.shape}; expected ({classifier.shape[0]},), one entry per "
-            "row of classifier"
+            f"{func}: bias has shape {bias.shape}; expected ({classifier.shape[0]},), one entry "
+            "per row of classifier"
         )
         raise ValueError(msg)
 
 
 def check_chunk_size(func, chunk_size):
+    """Check that ``chunk_size`` is None or a positive integer."""
     if chunk_size is None:
         return
     if not _is_positive_integer(chunk_size):
@@ -261,16 +293,21 @@ def check_chunk_size(func, chunk_size):
         raise ValueError(msg)
 
 
-def check_reduction(func, reduction):
+def _reduction(func, reduction):
+    """``reduction`` as one of the names or a positive, finite, normal float."""
     if isinstance(reduction, str) and reduction in _REDUCTIONS:
-        return
-    if _is_real(reduction) and 0 < reduction < float("inf"):
-        return
-    msg = f"{func}: reduction = {reduction!r}; expected 'none', 'mean', 'sum' or a positive number"
+        return reduction
+    number = _as_float(reduction)
+    # A subnormal divisor would overflow the loss; 1e300 would flush it to 0: both are typos.
+    if number is not None and sys.float_info.min <= number <= sys.float_info.max:
+        return number
+    msg = (f"{func}: reduction = {reduction!r}; expected 'none', 'mean', 'sum' or a positive, "
+           "finite, normal number (the count to divide the sum by)")
     raise ValueError(msg)
 
 
 def check_ignore_index(func, ignore_index, kind):
+    """Check that ``ignore_index`` is None or an integer, and is not given with probabilities."""
     if ignore_index is None:
         return
     if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
@@ -285,13 +322,20 @@ def check_ignore_index(func, ignore_index, kind):
 
 
 def check_out(func, out, logits, xp, **inputs):
-    """``out`` must fit the gradient and be the logits themselves or share no memory with the inputs.
+    """Check that ``out`` fits the gradient and is the logits or shares no memory with the inputs.
 
     A buffer overlapping another input (``inputs``, by name), or overlapping
     the logits without being exactly them, would be written while the pass
     still reads it: the result would be wrong without a word.
     """
     shape, dtype = logits.shape, result_dtype(logits.dtype, xp)
+    if not isinstance(out, type(logits)):
+        msg = (f"{func}: out is {type(out).__module__}.{type(out).__name__}; expected a "
+               f"{type(logits).__module__}.{type(logits).__name__} to write the gradient into")
+        raise TypeError(msg)
+    if not getattr(out.flags, "writeable", True):
+        msg = f"{func}: out is read-only; expected a writeable array for the gradient"
+        raise ValueError(msg)
     if out.shape != shape:
         msg = f"{func}: out has shape {out.shape}; expected the shape of logits {shape}"
         raise ValueError(msg)

@@ -12,17 +12,21 @@ import sys
 
 import numpy as np
 
-__all__ = ["get_namespace", "default_namespace", "to_numpy"]
+# The first three are public (xentlib re-exports them); the rest serve the package.
+__all__ = ["get_namespace", "default_namespace", "to_numpy", "address", "errstate",
+           "in_row_blocks", "namespace_of"]
 
 _BACKEND_VARIABLE = "XENTLIB_BACKEND"
 
 
 def _is_cupy_array(x):
+    """Whether ``x`` is a CuPy array, without importing CuPy."""
     cupy = sys.modules.get("cupy")
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
 def _kind(x):
+    """The type of ``x`` as an error message names it."""
     return "cupy.ndarray" if _is_cupy_array(x) else f"{type(x).__module__}.{type(x).__name__}"
 
 
@@ -35,10 +39,12 @@ def _refuse_foreign(func, name, x):
     """
     if isinstance(x, np.ndarray | np.generic):
         if isinstance(x, np.ma.MaskedArray | np.matrix):
-            msg = f"{func}: {name} is {_kind(x)}; expected a plain numpy.ndarray (np.asarray({name}))"
+            msg = (f"{func}: {name} is {_kind(x)}; expected a plain numpy.ndarray "
+                   f"(np.asarray({name}))")
             raise TypeError(msg)
         return
-    if not any(hasattr(x, protocol) for protocol in ("__array_namespace__", "__dlpack__", "__array__")):
+    protocols = ("__array_namespace__", "__dlpack__", "__array__")
+    if not any(hasattr(x, protocol) for protocol in protocols):
         return
     kind = _kind(x)
     if kind.startswith("dask."):
@@ -186,6 +192,7 @@ def to_numpy(x):
     Returns
     -------
     numpy.ndarray
+        ``x`` itself when it is already a NumPy array, else a host copy.
 
     Examples
     --------

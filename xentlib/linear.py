@@ -26,8 +26,9 @@ path does.
 """
 
 from . import _checks
+from ._lse import finite_shift, grad_coefficient, item_losses, merge_partials, split_top
 from ._namespace import errstate, namespace_of
-from .loss import reduce_losses, reduction_scale
+from ._targets import ClassIndices, chunk_labels, index_cross, reduce_losses, reduction_divisor
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
@@ -35,99 +36,6 @@ __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 # the matrix products to run at full speed, and the peak extra memory is a
 # small multiple of it whatever the vocabulary.
 _BLOCK_BYTES = 2 * 2**20
-
-
-def finite_shift(m, xp):
-    """``m`` where finite, else 0: the shift that keeps -inf logits at -inf (not NaN)."""
-    return xp.where(xp.isfinite(m), m, 0)
-
-
-def merge_partials(xp, first, second):
-    """Combine the ``(m, r)`` statistics of two disjoint sets of classes into those of their union.
-
-    The part with the larger max keeps its exact 1; the other's sum ``1 + r``
-    is scaled by ``exp(-|m1 - m2|) <= 1``, so nothing overflows, and the
-    result does not depend on the order the parts come in.
-    """
-    (m1, r1), (m2, r2) = first, second
-    factor = xp.exp(-xp.abs(finite_shift(m1, xp) - finite_shift(m2, xp)))
-    rest = xp.where(m1 >= m2, r1 + (1 + r2) * factor, r2 + (1 + r1) * factor)
-    return xp.maximum(m1, m2), rest
-
-
-class ClassIndices:
-    """Class-index targets as ``q = (1 - eps) w[y] e_y + (eps / C) w``; ignored items carry no mass.
-
-    ``q`` itself is never built: ``hit`` is each item's mass on its label,
-    ``spread`` the smoothing's mass per class (None without smoothing).
-    """
-
-    def __init__(self, xp, labels, weight, ignore_index, label_smoothing):
-        self.xp = xp
-        self.valid = None if ignore_index is None else labels != ignore_index
-        # An ignored item points at class 0 so that gathering stays in bounds; its mass is 0.
-        self.labels = labels if self.valid is None else xp.where(self.valid, labels, 0)
-        label_weight = self.on_items(weight[self.labels])
-        self.count = xp.sum(label_weight)
-        self.hit = (1 - label_smoothing) * label_weight
-        self.spread, self.spread_total, self.mass = None, 0, self.hit
-        if label_smoothing > 0:
-            self.spread = (label_smoothing / weight.shape[0]) * weight
-            self.spread_total = xp.sum(self.spread)
-            self.mass = self.hit + self.on_items(self.spread_total)
-
-    def on_items(self, values):
-        """``values`` per item, with ignored items set to 0."""
-        return values if self.valid is None else self.xp.where(self.valid, values, 0)
-
-    def _in_chunk(self, lo, width):
-        local = self.labels - lo
-        owned = (local >= 0) & (local < width)
-        return owned, self.xp.clip(local, 0, width - 1)[:, None]
-
-    def pick(self, z, lo, picked):
-        """``picked``, with the logit of each item whose label is in ``z``, the chunk from class ``lo``."""
-        xp = self.xp
-        owned, index = self._in_chunk(lo, z.shape[-1])
-        return xp.where(owned, xp.take_along_axis(z, index, axis=-1)[:, 0], picked)
-
-    def subtract_from(self, g, lo, scale):
-        """Subtract ``scale * q`` for the classes ``lo, lo + 1, ...`` of the chunk ``g``, in place."""
-        xp = self.xp
-        owned, index = self._in_chunk(lo, g.shape[-1])
-        label_grad = xp.take_along_axis(g, index, axis=-1)[:, 0] - xp.where(owned, scale * self.hit, 0)
-        xp.put_along_axis(g, index, label_grad[:, None], axis=-1)
-        if self.spread is not None:
-            g -= scale * self.spread[lo : lo + g.shape[-1]]
-        if self.valid is not None:
-            g[~self.valid] = 0  # ignored items, even where a NaN logit left 0 * NaN
-
-
-def item_losses(xp, statistics, hit, spread_total, valid, z_loss):
-    """Each item's loss from its statistics, with what the gradient reuses.
-
-    ``statistics`` are ``(t, rest, label_shifted, spread_shifted)``: the shift
-    ``t``, ``1 + rest`` the sum of ``exp(z - t)``, ``label_shifted = z[y] - t``
-    and ``spread_shifted = sum_k spread_k (z_k - t)`` (None without
-    smoothing). ``hit``, ``spread_total`` and ``valid`` are those of
-    `ClassIndices`. Returns the losses, ``s0 = log(1 + rest)`` with -inf made 0
-    (a fully masked item) and the log-sum-exp.
-    """
-    t, rest, label_shifted, spread_shifted = statistics
-    with errstate(xp, divide="ignore", invalid="ignore"):
-        s = xp.log1p(rest)
-        s0 = xp.where(xp.isneginf(s), 0, s)
-        loss = xp.where(hit == 0, 0, hit * (s0 - label_shifted))
-        if spread_shifted is not None:
-            loss = loss + (spread_total * s0 - spread_shifted)
-        lse = t + s
-        if z_loss:
-            loss = loss + z_loss * lse**2
-        # A +inf logit leaves the distribution undefined; say so with NaN, on that item only.
-        loss = xp.where(xp.isposinf(s), xp.nan, loss)
-        if valid is not None:
-            loss = xp.where(valid, loss, 0)
-    return loss, s0, lse
 
 
 class _Linear:
@@ -149,15 +57,16 @@ class _Linear:
         self._buffer = xp.empty(items * self.chunk, dtype=dtype)
 
     def chunks(self):
+        """The ``(lo, hi)`` class range of every chunk, in order."""
         classes = self.classifier.shape[0]
         return ((lo, min(lo + self.chunk, classes)) for lo in range(0, classes, self.chunk))
 
     def rows(self, lo, hi):
-        """The classifier's rows ``lo:hi`` in the working dtype (a copy of that chunk only for half)."""
+        """The classifier's rows ``lo:hi`` in the working dtype (a copy of them only for half)."""
         return self.classifier[lo:hi].astype(self.dtype, copy=False)
 
     def logits(self, lo, hi):
-        """The logits of classes ``lo:hi``, shape (N, hi - lo), in a buffer reused by every chunk."""
+        """The logits of classes ``lo:hi``, shape (N, hi - lo), in a buffer every chunk reuses."""
         z = self._buffer[: self.hidden.shape[0] * (hi - lo)].reshape(-1, hi - lo)
         self.xp.matmul(self.hidden, self.rows(lo, hi).T, out=z)
         if self.bias is not None:
@@ -178,20 +87,37 @@ def _prepare(func, hidden, classifier, target, bias, chunk_size, options):
     _checks.check_linear_shapes(func, hidden, classifier, bias)
     classes = classifier.shape[0]
     _checks.class_indices_only(func, target, hidden.shape[:-1], classes)
-    _checks.check_ignore_index(func, options["ignore_index"], "index")
-    _checks.check_label_smoothing(func, options["label_smoothing"])
-    _checks.check_z_loss(func, options["z_loss"])
-    _checks.check_reduction(func, options["reduction"])
+    label_smoothing, z_loss, reduction = _checks.options(
+        func, "index", options["ignore_index"], options["label_smoothing"], options["z_loss"],
+        options["reduction"])
     _checks.check_chunk_size(func, chunk_size)
     weight = options["weight"]
-    if weight is None:
-        weight = xp.ones(classes, dtype=dtype)
-    else:
+    if weight is not None:
         weight = _checks.weight_vector(func, weight, classes, dtype, xp)
     _checks.index_target(func, "target", target, classes, None, options["ignore_index"], xp)
-    labels = ClassIndices(xp, target.reshape(-1), weight, options["ignore_index"],
-                          options["label_smoothing"])
-    return xp, _Linear(xp, hidden, classifier, bias, dtype, chunk_size), labels, target.shape
+    labels = ClassIndices(xp, target, weight, classes, options["ignore_index"], label_smoothing,
+                          dtype)
+    linear = _Linear(xp, hidden, classifier, bias, dtype, chunk_size)
+    return xp, linear, labels, target.shape, z_loss, reduction
+
+
+def _pick(xp, target, z, lo, picked):
+    """``picked``, with the logit of each item whose label is in ``z``, the chunk from ``lo``."""
+    owned, index = chunk_labels(xp, target.labels, lo, z.shape[-1])
+    return xp.where(owned, xp.take_along_axis(z, index[:, None], axis=-1)[:, 0], picked)
+
+
+def _subtract_target(xp, g, target, lo, divisor):
+    """Subtract ``q / divisor`` for the classes ``lo, lo + 1, ...`` of the chunk ``g``, in place."""
+    owned, index = chunk_labels(xp, target.labels, lo, g.shape[-1])
+    index = index[:, None]
+    hit = xp.where(owned, target.hit / divisor, 0)
+    label_grad = xp.take_along_axis(g, index, axis=-1)[:, 0] - hit
+    xp.put_along_axis(g, index, label_grad[:, None], axis=-1)
+    if target.spread is not None:
+        g -= target.spread_of(lo, lo + g.shape[-1]) / divisor
+    if target.valid is not None:
+        g[~target.valid] = 0  # ignored items, even where a NaN logit left 0 * NaN
 
 
 def _chunk_partial(xp, z, m):
@@ -201,10 +127,8 @@ def _chunk_partial(xp, z, m):
     sum, so ``r`` keeps what lies below 1 exactly.
     """
     xp.exp(z, out=z)
-    top = xp.argmax(z, axis=-1)[:, None]
-    top_term = xp.take_along_axis(z, top, axis=-1)[:, 0]
-    xp.put_along_axis(z, top, 0, axis=-1)
-    return m, (top_term - 1) + xp.sum(z, axis=-1)
+    top_term, others = split_top(z, xp.argmax(z, axis=-1), xp)
+    return m, (top_term - 1) + others
 
 
 def _forward(xp, linear, target):
@@ -216,16 +140,16 @@ def _forward(xp, linear, target):
     spread = target.spread
     spread_shifted, spread_seen = (None, 0) if spread is None else (xp.zeros(items, dtype=dtype), 0)
     # Spread terms skip classes of zero mass, whose logit may be -inf (0 * -inf is not 0).
-    skip_zeros = spread is not None and bool(xp.any(spread == 0))
+    skip_zeros = spread is not None and bool(xp.any(xp.asarray(spread) == 0))
     with errstate(xp, invalid="ignore", over="ignore"):
         for lo, hi in linear.chunks():
             z = linear.logits(lo, hi)
-            label_logit = target.pick(z, lo, label_logit)
+            label_logit = _pick(xp, target, z, lo, label_logit)
             m_chunk = xp.max(z, axis=-1)
             t_chunk = finite_shift(m_chunk, xp)
             z -= t_chunk[:, None]
             if spread is not None:
-                s = spread[lo:hi]
+                s = target.spread_of(lo, hi)
                 chunk_term = xp.sum(xp.where(s == 0, 0, s * z), axis=-1) if skip_zeros else z @ s
                 t_old = finite_shift(m, xp)
             m_new, rest = merge_partials(xp, (m, rest), _chunk_partial(xp, z, m_chunk))
@@ -240,9 +164,13 @@ def _forward(xp, linear, target):
     return t, rest, label_logit - t, spread_shifted
 
 
-def _backward(xp, linear, target, saved, scale, coefficient, grads):
-    """The second walk: each chunk's gradient ``g`` of the logits, pushed through the layer."""
-    t, s0 = saved
+def _backward(xp, linear, target, saved, divisor, grads):
+    """The second walk: each chunk's gradient ``g`` of the logits, pushed through the layer.
+
+    A fully masked item's row is 0; an item with a +inf or NaN logit is NaN throughout.
+    """
+    t, s0, coefficient, dead = saved
+    undefined = ~xp.isfinite(s0)
     grad_hidden, grad_classifier, grad_bias = grads
     with errstate(xp, invalid="ignore", over="ignore"):  # NaN only in items with +inf or NaN logits
         for lo, hi in linear.chunks():
@@ -251,7 +179,9 @@ def _backward(xp, linear, target, saved, scale, coefficient, grads):
             g -= s0[:, None]
             xp.exp(g, out=g)
             g *= coefficient[:, None]
-            target.subtract_from(g, lo, scale)
+            g[undefined] = xp.nan
+            _subtract_target(xp, g, target, lo, divisor)
+            g[dead] = 0
             grad_hidden += g @ linear.rows(lo, hi)
             if grad_classifier.dtype == linear.dtype:
                 xp.matmul(g.T, linear.hidden, out=grad_classifier[lo:hi])
@@ -262,16 +192,21 @@ def _backward(xp, linear, target, saved, scale, coefficient, grads):
 
 
 def _losses(func, hidden, classifier, target, bias, chunk_size, options):
-    """Validate, walk once; return what the gradient walk needs and the reduced loss."""
-    xp, linear, labels, batch_shape = _prepare(func, hidden, classifier, target, bias, chunk_size,
-                                               options)
-    statistics = _forward(xp, linear, labels)
-    loss, s0, lse = item_losses(xp, statistics, labels.hit, labels.spread_total, labels.valid,
-                                options["z_loss"])
-    reduction = options["reduction"]
-    scale = reduction_scale(xp, labels.count, reduction, linear.dtype)
-    loss = reduce_losses(xp, loss.reshape(batch_shape), scale, reduction)
-    return loss, (xp, linear, labels, (statistics[0], s0, lse), scale)
+    """Validate, walk once; return the reduced loss and what the gradient walk needs."""
+    xp, linear, labels, batch_shape, z_loss, reduction = _prepare(
+        func, hidden, classifier, target, bias, chunk_size, options)
+    t, rest, label_shifted, spread_shifted = _forward(xp, linear, labels)
+
+    def cross(s0):
+        """The target's part of each item's loss."""
+        return index_cross(xp, labels.hit, label_shifted, labels.spread_mass, spread_shifted, s0)
+
+    loss, s0, lse = item_losses(xp, t, rest, cross, z_loss)
+    divisor = reduction_divisor(xp, labels.count, reduction, linear.dtype)
+    loss = reduce_losses(xp, labels.on_items(loss).reshape(batch_shape), divisor, reduction)
+    coefficient = grad_coefficient(labels.mass, lse, z_loss, divisor)
+    dead = rest == -1  # every logit -inf: not even the max's term 1 is there
+    return loss, (xp, linear, labels, (t, s0, coefficient, dead), divisor)
 
 
 def linear_cross_entropy(
@@ -406,7 +341,9 @@ def linear_cross_entropy_with_grad(
 
     Parameters
     ----------
-    hidden, classifier, target, bias, chunk_size, weight, ignore_index, label_smoothing, z_loss, reduction
+    hidden, classifier, target, bias, chunk_size
+        As for `linear_cross_entropy`.
+    weight, ignore_index, label_smoothing, z_loss, reduction
         As for `linear_cross_entropy`.
 
     Returns
@@ -464,16 +401,15 @@ def linear_cross_entropy_with_grad(
     """
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                    z_loss=z_loss, reduction=reduction)
-    loss, (xp, linear, labels, saved, scale) = _losses(
+    loss, (xp, linear, labels, saved, divisor) = _losses(
         "linear_cross_entropy_with_grad", hidden, classifier, target, bias, chunk_size, options)
-    t, s0, lse = saved
-    z_loss = options["z_loss"]
-    coefficient = scale * (labels.mass + 2 * z_loss * lse if z_loss else labels.mass)
     hidden_dtype, classifier_dtype, bias_dtype = linear.grad_dtypes
     grad_hidden = xp.zeros(linear.hidden.shape, dtype=linear.dtype)
     grad_classifier = xp.empty(linear.classifier.shape, dtype=classifier_dtype)
-    grad_bias = None if bias_dtype is None else xp.empty(linear.classifier.shape[0], dtype=bias_dtype)
-    _backward(xp, linear, labels, (t, s0), scale, coefficient, (grad_hidden, grad_classifier, grad_bias))
+    grad_bias = None
+    if bias_dtype is not None:
+        grad_bias = xp.empty(linear.classifier.shape[0], dtype=bias_dtype)
+    _backward(xp, linear, labels, saved, divisor, (grad_hidden, grad_classifier, grad_bias))
     grad_hidden = grad_hidden.reshape(linear.hidden_shape).astype(hidden_dtype, copy=False)
     if grad_bias is None:
         return loss, grad_hidden, grad_classifier

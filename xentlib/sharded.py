@@ -21,9 +21,9 @@ import math
 import dask.array as da
 
 from . import _checks
+from ._lse import finite_shift, item_losses, split_top
 from ._namespace import errstate, get_namespace, namespace_of
-from .linear import ClassIndices, finite_shift, item_losses
-from .loss import reduction_scale
+from ._targets import ClassIndices, chunk_labels, index_cross, reduction_divisor
 
 __all__ = ["cross_entropy"]
 
@@ -47,35 +47,38 @@ def _shard_statistics(z, t, labels, classes, spread, dtype):
     shifted = z.astype(dtype, copy=False) - t[:, None]
     with errstate(xp, invalid="ignore"):
         e = xp.exp(shifted)
-        top = xp.argmax(shifted, axis=-1)[:, None]
-        holds = xp.take_along_axis(shifted, top, axis=-1)[:, 0] == 0
+        top = xp.argmax(shifted, axis=-1)
+        holds = shifted[xp.arange(len(top)), top] == 0
+        e_top, others = split_top(e, top, xp)
         # Leaving the exact 1 out keeps what lies below it, as the dense path does with log1p.
-        kept = xp.where(holds, 0, xp.take_along_axis(e, top, axis=-1)[:, 0])
-        xp.put_along_axis(e, top, kept[:, None], axis=-1)
-        width = z.shape[-1]
-        local = labels - classes[0]
-        owned = (local >= 0) & (local < width)
-        index = xp.clip(local, 0, width - 1)[:, None]
-        label = xp.where(owned, xp.take_along_axis(shifted, index, axis=-1)[:, 0], 0)
+        rest = others + xp.where(holds, 0, e_top)
+        owned, index = chunk_labels(xp, labels, int(classes[0]), z.shape[-1])
+        label = xp.where(owned, xp.take_along_axis(shifted, index[:, None], axis=-1)[:, 0], 0)
         if spread is None:
             spread_term = xp.zeros_like(label)
         else:
             spread_term = xp.sum(xp.where(spread == 0, 0, spread * shifted), axis=-1)
-    parts = [xp.sum(e, axis=-1), holds.astype(dtype), label, spread_term]
+    parts = [rest, holds.astype(dtype), label, spread_term]
     return xp.stack(parts, axis=-1)[:, None, :]
 
 
-def _item_losses(statistics, t, hit, valid, spread_total, z_loss):
+def _item_losses(statistics, t, hit, valid, spread_mass, z_loss):
     """Each item's loss from its statistics summed over the shards."""
     xp = get_namespace(statistics)
     # The shards holding the max each left out a 1; all but one are put back (an exact integer).
     rest = statistics[:, 0] + (statistics[:, 1] - 1)
-    spread_shifted = statistics[:, 3] if spread_total else None
-    combined = (t, rest, statistics[:, 2], spread_shifted)
-    return item_losses(xp, combined, hit, spread_total, valid, z_loss)[0]
+    dense = statistics[:, 3] if spread_mass else None
+
+    def cross(s0):
+        """The target's part of each item's loss."""
+        return index_cross(xp, hit, statistics[:, 2], spread_mass, dense, s0)
+
+    loss = item_losses(xp, t, rest, cross, z_loss)[0]
+    return loss if valid is None else xp.where(valid, loss, 0)
 
 
 def _check_logits(logits):
+    """Check that ``logits`` is a 2-d Dask array with known chunks and at least one class."""
     if not isinstance(logits, da.Array):
         kind = f"{type(logits).__module__}.{type(logits).__name__}"
         msg = (
@@ -111,18 +114,15 @@ def _prepare(logits, target, options):
     dtype = _checks.work_dtype(_FUNC, "logits", logits.dtype, xp)
     items, classes = logits.shape
     _checks.class_indices_only(_FUNC, target, (items,), classes)
-    _checks.check_ignore_index(_FUNC, options["ignore_index"], "index")
-    _checks.check_label_smoothing(_FUNC, options["label_smoothing"])
-    _checks.check_z_loss(_FUNC, options["z_loss"])
-    _checks.check_reduction(_FUNC, options["reduction"])
+    label_smoothing, z_loss, reduction = _checks.options(
+        _FUNC, "index", options["ignore_index"], options["label_smoothing"], options["z_loss"],
+        options["reduction"])
     weight = options["weight"]
-    if weight is None:
-        weight = xp.ones(classes, dtype=dtype)
-    else:
+    if weight is not None:
         weight = _checks.weight_vector(_FUNC, weight, classes, dtype, xp)
     _checks.index_target(_FUNC, "target", target, classes, 1, options["ignore_index"], xp)
-    q = ClassIndices(xp, target, weight, options["ignore_index"], options["label_smoothing"])
-    return xp, dtype, q
+    q = ClassIndices(xp, target, weight, classes, options["ignore_index"], label_smoothing, dtype)
+    return xp, dtype, q, z_loss, reduction
 
 
 def cross_entropy(
@@ -214,26 +214,32 @@ def cross_entropy(
     """
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                    z_loss=z_loss, reduction=reduction)
-    xp, dtype, q = _prepare(logits, target, options)
+    xp, dtype, q, z_loss, reduction = _prepare(logits, target, options)
+    divisor = float(reduction_divisor(xp, q.count, reduction, dtype))
+    if logits.shape[0] == 0:  # no items: no shard has a max to take
+        losses = da.zeros((0,), dtype=dtype, chunks=((0,),), meta=xp.empty((0,), dtype=dtype))
+        return losses if reduction == "none" else (losses.sum() / divisor).astype(dtype)
     rows, shards = logits.chunks
     per_item = {"chunks": (rows,)}
     t = logits.max(axis=1).map_blocks(_shift, dtype, dtype=dtype, meta=xp.empty((0,), dtype=dtype))
     classes = da.from_array(xp.arange(logits.shape[1]), chunks=(shards,))
-    spread = (None, None) if q.spread is None else (da.from_array(q.spread, chunks=(shards,)), "j")
+    spread = (None, None)
+    if q.spread is not None:
+        spread = (da.from_array(q.spread_of(0, logits.shape[1]), chunks=(shards,)), "j")
     statistics = da.blockwise(
         _shard_statistics, "ijk",
         logits, "ij", t, "i", da.from_array(q.labels, **per_item), "i", classes, "j", *spread,
         dtype, None,
-        new_axes={"k": 4}, adjust_chunks={"j": 1}, dtype=dtype, meta=xp.empty((0, 0, 0), dtype=dtype),
+        new_axes={"k": 4}, adjust_chunks={"j": 1}, dtype=dtype,
+        meta=xp.empty((0, 0, 0), dtype=dtype),
     ).sum(axis=1)
     valid = (None, None) if q.valid is None else (da.from_array(q.valid, **per_item), "i")
     losses = da.blockwise(
         _item_losses, "i",
         statistics, "ij", t, "i", da.from_array(q.hit, **per_item), "i", *valid,
-        float(q.spread_total), None, z_loss, None,
+        float(q.spread_mass), None, z_loss, None,
         concatenate=True, dtype=dtype, meta=xp.empty((0,), dtype=dtype),
     )
     if reduction == "none":
         return losses
-    scale = float(reduction_scale(xp, q.count, reduction, dtype))
-    return (losses.sum() * scale).astype(dtype)
+    return (losses.sum() / divisor).astype(dtype)

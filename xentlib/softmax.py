@@ -1,63 +1,41 @@
-"""softmax, log_softmax and logsumexp along one axis, safe from overflow.
+"""Softmax, log-softmax and log-sum-exp along one axis, safe from overflow.
 
-All three rest on two private steps that the loss reuses: shift each row by
-its maximum (so no ``exp`` exceeds 1), then take the log of the shifted sum of
-exponentials with ``log1p`` of the terms below the maximum, so a row that is
-almost certain keeps its tiny probability mass exactly.
+All three shift each slice by its maximum (so no ``exp`` exceeds 1) and, for
+the logarithms, take ``log1p`` of the terms below the maximum, so a slice that
+is almost certain keeps its tiny probability mass exactly: the steps of
+`xentlib._lse`, which the losses use too.
 """
 
 from . import _checks
+from ._lse import max_shift, split_top
 from ._namespace import errstate, namespace_of
 
 __all__ = ["softmax", "log_softmax", "logsumexp"]
 
 
-def max_shift(z, xp):
-    """Return the row max ``m`` of ``z`` (kept as an axis) and ``z - m``.
+def _log_sum_exp_shifted(shifted, xp):
+    """``log(sum(exp(shifted)))`` along the last axis, kept as an axis, with the max's 1 apart.
 
-    Where the max is not finite (a fully masked row of -inf, or a row holding
-    +inf or NaN) the shift is 0: subtracting an infinity would turn -inf
-    entries into NaN.
-    """
-    m = xp.max(z, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
-    return m, z - m
-
-
-def log_sum_exp_shifted(shifted, xp):
-    """Return ``log(sum(exp(shifted)))`` along the last axis, kept as an axis.
-
-    ``shifted`` comes from ``max_shift``, so its largest entry is exactly 0 and
-    contributes exactly 1; that term is taken out of the sum and the rest goes
-    through ``log1p`` (as scipy does since gh-18295). A fully masked row gives
-    ``log1p(-1) = -inf``; a row with +inf or NaN gives +inf or NaN.
+    ``shifted`` comes from `max_shift`, so its largest entry contributes
+    exactly 1. A fully masked slice gives -inf; one with +inf or NaN gives +inf or NaN.
     """
     e = xp.exp(shifted)
-    top = xp.argmax(shifted, axis=-1, keepdims=True)
-    e_top = xp.take_along_axis(e, top, axis=-1)
-    xp.put_along_axis(e, top, 0, axis=-1)
-    rest = xp.sum(e, axis=-1, keepdims=True)
-    with errstate(xp, divide="ignore"):
-        return xp.log1p((e_top - 1) + rest)
+    rows = e.reshape(-1, e.shape[-1])
+    e_top, rest = split_top(rows, xp.argmax(rows, axis=-1), xp)
+    with errstate(xp, divide="ignore", invalid="ignore"):
+        return xp.log1p((e_top - 1) + rest).reshape(*shifted.shape[:-1], 1)
 
 
-def finite_or_zero(s, xp):
-    """``s`` with -inf (the log-sum of a fully masked row) replaced by 0.
-
-    Subtracting the result from the shifted logits then leaves every entry of
-    a fully masked row at -inf: nothing in it is possible, instead of NaN.
-    """
-    return xp.where(xp.isneginf(s), 0, s)
-
-
-def _prepare(func, x, axis):
+def _prepare(func, x, axis, empty_ok=False):
+    """Validate; return the namespace, ``x`` with the axis last, and the result's dtype."""
     xp = namespace_of(func, x=x)
     x = xp.asarray(x)
-    z = _checks.classes_last(func, x, axis, xp)
+    z = _checks.classes_last(func, x, axis, xp, empty_ok)
     return xp, z, _checks.result_dtype(x.dtype, xp)
 
 
 def _restore(result, axis, dtype, xp):
+    """Put the class axis back where it was, in the result's dtype."""
     return xp.moveaxis(result, -1, axis).astype(dtype, copy=False)
 
 
@@ -125,11 +103,12 @@ def softmax(x, axis=-1):
     [0.7311 0.2689 0.    ]
     """
     xp, z, out_dtype = _prepare("softmax", x, axis)
-    _, shifted = max_shift(z, xp)
-    e = xp.exp(shifted)
-    total = xp.sum(e, axis=-1, keepdims=True)
-    with errstate(xp, invalid="ignore"):  # inf / inf: a row holding +inf is NaN, as documented
-        p = e / xp.where(total == 0, 1, total)
+    with errstate(xp, over="ignore", invalid="ignore"):  # -3e38 - 3e38 is -inf: exp makes it 0
+        _, shifted = max_shift(z, xp)
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=-1, keepdims=True)
+        # A slice holding +inf sums to inf: NaN throughout, as documented; all -inf gives 0.
+        p = xp.where(xp.isfinite(total), e / xp.where(total == 0, 1, total), xp.nan)
     return _restore(p, axis, out_dtype, xp)
 
 
@@ -163,7 +142,8 @@ def log_softmax(x, axis=-1):
 
     See Also
     --------
-    softmax, logsumexp
+    softmax : the probabilities themselves.
+    logsumexp : what is subtracted from each logit.
     xentlib.naive.log_softmax : ``log(softmax(x))``, which underflows.
 
     Notes
@@ -192,9 +172,12 @@ def log_softmax(x, axis=-1):
     [    0. -1000.]
     """
     xp, z, out_dtype = _prepare("log_softmax", x, axis)
-    _, shifted = max_shift(z, xp)
-    s = log_sum_exp_shifted(shifted, xp)
-    return _restore(shifted - finite_or_zero(s, xp), axis, out_dtype, xp)
+    with errstate(xp, over="ignore", invalid="ignore"):
+        _, shifted = max_shift(z, xp)
+        s = _log_sum_exp_shifted(shifted, xp)
+        # A fully masked slice (s = -inf) stays -inf; +inf or NaN in it make it NaN throughout.
+        log_p = xp.where(xp.isfinite(s), shifted - s, xp.where(xp.isneginf(s), shifted, xp.nan))
+    return _restore(log_p, axis, out_dtype, xp)
 
 
 def logsumexp(x, axis=-1, keepdims=False):
@@ -218,15 +201,15 @@ def logsumexp(x, axis=-1, keepdims=False):
     lse : array
         ``x``'s shape without ``axis`` (or with length 1 there), in the dtype
         of ``x`` (float64 for integer input). A slice that is entirely -inf
-        gives -inf; +inf gives +inf; NaN gives NaN.
+        gives -inf, and so does an empty one (as in scipy); +inf gives +inf;
+        NaN gives NaN. A NumPy scalar where the result has no axes left.
 
     Raises
     ------
     TypeError
         If ``x`` is not real-valued, or ``axis`` is not an integer.
     ValueError
-        If ``x`` is 0-dimensional, ``axis`` is out of range, or the reduced axis
-        is empty.
+        If ``x`` is 0-dimensional or ``axis`` is out of range.
 
     See Also
     --------
@@ -259,9 +242,13 @@ def logsumexp(x, axis=-1, keepdims=False):
     >>> print(round(float(xentlib.logsumexp(x)), 4))
     1000.6931
     """
-    xp, z, out_dtype = _prepare("logsumexp", x, axis)
-    m, shifted = max_shift(z, xp)
-    lse = m + log_sum_exp_shifted(shifted, xp)
+    xp, z, out_dtype = _prepare("logsumexp", x, axis, empty_ok=True)
+    if z.shape[-1] == 0:  # the log of an empty sum, as scipy
+        lse = xp.full((*z.shape[:-1], 1), -xp.inf, dtype=z.dtype)
+    else:
+        with errstate(xp, over="ignore", invalid="ignore"):
+            m, shifted = max_shift(z, xp)
+            lse = m + _log_sum_exp_shifted(shifted, xp)
     if keepdims:
         return _restore(lse, axis, out_dtype, xp)
-    return lse[..., 0].astype(out_dtype, copy=False)
+    return lse[..., 0].astype(out_dtype, copy=False)[()]

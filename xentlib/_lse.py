@@ -1,0 +1,115 @@
+"""The log-sum-exp pieces that every path shares: shift, top/rest split, merge, item loss.
+
+Each item's log-sum-exp is kept as two numbers: the **shift** ``m`` (the max
+of its logits where finite, else 0) and the **rest** ``r``, with
+
+    sum_k exp(z_k - m) = 1 + r,   LSE = m + log1p(r).
+
+The max's own term is exactly 1 and is left out of ``r``, so ``log1p(r)``
+keeps what lies far below 1: an almost certain item's tiny loss comes out to
+full precision instead of rounding to 0 (Blanchard, Higham and Higham 2021,
+and scipy's logsumexp since scipy#18295). A fully masked item (every logit
+-inf) has ``r = -1`` and ``LSE = -inf``; a +inf logit makes ``r = +inf`` or
+NaN, a NaN logit NaN.
+
+The dense pass, the softmax family, the chunked linear layer and the sharded
+loss all build their statistics from these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._namespace import errstate
+
+Array = Any
+
+__all__ = [
+    "finite_shift",
+    "grad_coefficient",
+    "item_losses",
+    "log_sum_exp",
+    "max_shift",
+    "merge_partials",
+    "split_top",
+]
+
+
+def finite_shift(m: Array, xp: Any) -> Array:
+    """``m`` where finite, else 0: the shift that keeps -inf logits at -inf (not NaN)."""
+    return xp.where(xp.isfinite(m), m, 0)
+
+
+def max_shift(z: Array, xp: Any) -> tuple[Array, Array]:
+    """Each row's shift (kept as an axis) and ``z`` minus it: no exponential exceeds 1."""
+    m = finite_shift(xp.max(z, axis=-1, keepdims=True), xp)
+    return m, z - m
+
+
+def split_top(e: Array, top: Array, xp: Any) -> tuple[Array, Array]:
+    """Take each row's term at column ``top`` out of the exponentials ``e`` (rows of 2-d ``e``).
+
+    Returns that term and the sum of the others; ``e`` keeps a 0 at ``top``.
+    The others are summed with NumPy's pairwise ``sum``: its error grows like
+    ``log2(C)`` ulps where a running sum's (and einsum's) grows like ``C``, and
+    a row's result does not depend on the rows around it.
+    """
+    rows = xp.arange(e.shape[0])
+    e_top = e[rows, top]
+    e[rows, top] = 0
+    return e_top, xp.sum(e, axis=-1)
+
+
+def merge_partials(xp: Any, first: tuple[Array, Array],
+                   second: tuple[Array, Array]) -> tuple[Array, Array]:
+    """Combine the ``(m, r)`` of two disjoint sets of classes into those of their union.
+
+    ``m`` is here the plain max (possibly infinite) and ``1 + r`` the sum of
+    ``exp(z - finite_shift(m))``. The part with the larger max keeps its exact
+    1; the other's sum ``1 + r`` is scaled by ``exp(-|m1 - m2|) <= 1``, so
+    nothing overflows, and the result does not depend on the parts' order.
+    """
+    (m1, r1), (m2, r2) = first, second
+    factor = xp.exp(-xp.abs(finite_shift(m1, xp) - finite_shift(m2, xp)))
+    rest = xp.where(m1 >= m2, r1 + (1 + r2) * factor, r2 + (1 + r1) * factor)
+    return xp.maximum(m1, m2), rest
+
+
+def log_sum_exp(xp: Any, shift: Array, rest: Array) -> tuple[Array, Array]:
+    """``s0 = log1p(rest)`` and ``LSE = shift + s0``, both 0 for a fully masked item.
+
+    Such an item has no log-sum-exp to penalize: the z-loss and its gradient
+    add nothing to it.
+    """
+    with errstate(xp, divide="ignore", invalid="ignore"):
+        s = xp.log1p(rest)
+        masked = xp.isneginf(s)
+        return xp.where(masked, 0, s), xp.where(masked, 0, shift + s)
+
+
+def item_losses(xp: Any, shift: Array, rest: Array, cross: Callable[[Array], Array],
+                z_loss: float) -> tuple[Array, Array, Array]:
+    """Each item's loss from its ``(shift, rest)``; also ``s0`` and the LSE of `log_sum_exp`.
+
+    ``cross(s0)`` is the target's part, ``sum_k q_k (s0 - shifted_k)``. A
+    fully masked item costs ``+inf`` where it carries target mass (its
+    label's shifted logit is -inf) and 0 where it carries none. A +inf logit
+    leaves the distribution undefined: that item's loss is NaN.
+    """
+    s0, lse = log_sum_exp(xp, shift, rest)
+    with errstate(xp, invalid="ignore"):
+        loss = cross(s0)
+        if z_loss:
+            loss = loss + z_loss * lse**2
+        loss = xp.where(xp.isposinf(s0), xp.nan, loss)
+    return loss, s0, lse
+
+
+def grad_coefficient(mass: Array, lse: Array, z_loss: float, divisor: Any) -> Array:
+    """The factor of each item's softmax in its gradient: ``(sum_k q_k + 2 c LSE) / divisor``.
+
+    ``divisor`` is the reduction's (`xentlib._targets.reduction_divisor`);
+    dividing last keeps a tiny total weight from overflowing a reciprocal.
+    """
+    return (mass + 2 * z_loss * lse) / divisor if z_loss else mass / divisor
