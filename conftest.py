@@ -33,6 +33,10 @@ class MystNotebook(nbval.plugin.IPyNbFile):
 
 def pytest_collect_file(file_path, parent):
     option = parent.config.option
-    if (option.nbval or option.nbval_lax) and file_path.parent == BOOK and is_myst_notebook(file_path):
+    if (
+        (option.nbval or option.nbval_lax)
+        and file_path.parent == BOOK
+        and is_myst_notebook(file_path)
+    ):
         return MystNotebook.from_parent(parent, path=file_path)
     return None

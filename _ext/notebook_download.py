@@ -69,13 +69,16 @@ def paste_glue(markdown, values):
 def install_note(notebook):
     import xentlib  # the book's package, for the wheel's name
 
-    requirements = " ".join(f'"{name}"' if "[" in name else name for name in chapter_requirements(notebook))
+    requirements = " ".join(
+        f'"{name}"' if "[" in name else name for name in chapter_requirements(notebook)
+    )
     return nbformat.v4.new_markdown_cell(
         "This notebook is a chapter of the book *Why is cross-entropy written like that?*, "
         "executed when the site was built: the outputs are that run's.\n\n"
         "To run it yourself, download the `xentlib` wheel from the book's first page "
         "(\"How to run it\") and install it beside the chapter's other imports:\n\n"
-        f"```bash\npip install xentlib-{xentlib.__version__}-py3-none-any.whl {requirements} ipykernel\n```"
+        f"```bash\npip install xentlib-{xentlib.__version__}-py3-none-any.whl "
+        f"{requirements} ipykernel\n```"
     )
 
 

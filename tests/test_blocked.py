@@ -1,4 +1,6 @@
-"""The NumPy path in row blocks on threads: the same results as one whole-array block, and little memory.
+"""The NumPy path in row blocks on threads.
+
+The same results as one whole-array block, and little memory.
 
 Small ``BLOCK_BYTES`` force many blocks on tiny arrays, with shapes that do
 not divide into them, a single item, a single class, and rows longer than a
@@ -116,7 +118,8 @@ class TestBlockedEqualsUnblocked:
         logits, target = _problem(shape, axis=axis, kind=kind)
         options = dict(axis=axis, label_smoothing=0.1, reduction="none")
         blocked = _results("cross_entropy_with_grad", logits, target, **options)
-        _assert_same(blocked, _unblocked(monkeypatch, "cross_entropy_with_grad", logits, target, **options))
+        unblocked = _unblocked(monkeypatch, "cross_entropy_with_grad", logits, target, **options)
+        _assert_same(blocked, unblocked)
         expected = reference_cross_entropy(logits, target, **options)
         assert_close(blocked[0], expected, rtol=1e-12)
 
@@ -127,13 +130,16 @@ class TestBlockedEqualsUnblocked:
         logits, target = _problem((3, 5000), kind=kind)
         options = dict(weight=np.linspace(0.0, 2.0, 5000), label_smoothing=0.05)
         blocked = _results("cross_entropy_with_grad", logits, target, **options)
-        _assert_same(blocked, _unblocked(monkeypatch, "cross_entropy_with_grad", logits, target, **options))
+        unblocked = _unblocked(monkeypatch, "cross_entropy_with_grad", logits, target, **options)
+        _assert_same(blocked, unblocked)
 
     @pytest.mark.parametrize("dtype", ["float16", "float32", "int64"])
     def test_dtypes_converted_block_by_block(self, monkeypatch, dtype):
         logits, labels = _problem((23, 7), dtype=dtype)
         blocked = _results("cross_entropy_with_grad", logits, labels, label_smoothing=0.1)
-        unblocked = _unblocked(monkeypatch, "cross_entropy_with_grad", logits, labels, label_smoothing=0.1)
+        unblocked = _unblocked(
+            monkeypatch, "cross_entropy_with_grad", logits, labels, label_smoothing=0.1
+        )
         _assert_same(blocked, unblocked)
         assert blocked[0].dtype == (np.float64 if dtype == "int64" else np.float32)
         assert blocked[1].dtype == (np.float64 if dtype == "int64" else dtype)
@@ -214,7 +220,10 @@ def _peak_extra(function, *args, **kwargs):
 
 
 class TestMemory:
-    """Peak extra memory as a multiple of the logits' size (targets 0.05, 1.1 and 0.1), with margin."""
+    """Peak extra memory as a multiple of the logits' size.
+
+    The targets are 0.05, 1.1 and 0.1, checked with margin.
+    """
 
     N, C = 512, 1000  # 2 MB of float32 logits; blocks of the default size, two threads
 
@@ -249,7 +258,9 @@ class TestMemory:
         assert _peak_extra(xentlib.cross_entropy, logits, labels) >= 0.9 * logits.nbytes
 
 
-@pytest.mark.parametrize(("threads", "block_bytes"), list(itertools.product([1, 2, 3], [64, 1 << 20])))
+@pytest.mark.parametrize(
+    ("threads", "block_bytes"), list(itertools.product([1, 2, 3], [64, 1 << 20]))
+)
 def test_settings_do_not_change_the_result(monkeypatch, threads, block_bytes):
     logits, labels = _problem((50, 9), dtype=np.float32)
     expected = _unblocked(monkeypatch, "cross_entropy_with_grad", logits, labels)
@@ -259,7 +270,7 @@ def test_settings_do_not_change_the_result(monkeypatch, threads, block_bytes):
 
 
 class TestFloat32SkipsTheShift:
-    """float32 rows whose max lies in [0, log(max float) - log C - 1] are exponentiated unshifted."""
+    """float32 rows with max in [0, log(max float) - log C - 1] are exponentiated unshifted."""
 
     def _logits(self, mixed):
         logits = RNG.normal(scale=2.0, size=(40, 9))

@@ -34,14 +34,17 @@ class TestTarget:
             xentlib.cross_entropy(xp.asarray(np.zeros((2, 4, 3))), xp.asarray(labels), axis=1)
 
     def test_float_labels_shaped_like_indices(self, xp):
-        with pytest.raises(TypeError, match=r"^cross_entropy: target has dtype float64 and shape \(4,\), "
-                                            r"the shape of class indices .*expected an integer dtype"):
+        with pytest.raises(TypeError, match=r"^cross_entropy: target has dtype float64 and "
+                                            r"shape \(4,\), the shape of class indices "
+                                            r".*expected an integer dtype"):
             xentlib.cross_entropy(xp.asarray(LOGITS), xp.asarray(LABELS.astype(float)))
 
     def test_integer_target_shaped_like_logits(self, xp):
-        with pytest.raises(TypeError, match=r"target has dtype int64 and the shape of logits \(4, 5\); "
-                                            r"expected floating-point probabilities"):
-            xentlib.cross_entropy(xp.asarray(LOGITS), xp.asarray(np.zeros((4, 5), dtype=np.int64)))
+        with pytest.raises(TypeError, match=r"target has dtype int64 and the shape of logits "
+                                            r"\(4, 5\); expected floating-point probabilities"):
+            xentlib.cross_entropy(
+                xp.asarray(LOGITS), xp.asarray(np.zeros((4, 5), dtype=np.int64))
+            )
 
     @pytest.mark.parametrize("shape", [(4, 1), (3,), (4, 4)])
     def test_shape_mismatch(self, xp, shape):
@@ -66,18 +69,27 @@ class TestTarget:
             xentlib.cross_entropy(xp.asarray(LOGITS), xp.asarray(target))
 
     def test_ignore_index_with_probabilities(self, xp):
-        with pytest.raises(ValueError, match=r"ignore_index = -100 applies to class-index targets only"):
-            xentlib.cross_entropy(xp.asarray(LOGITS), xp.asarray(np.full((4, 5), 0.2)), ignore_index=-100)
+        with pytest.raises(ValueError, match=r"ignore_index = -100 applies to class-index "
+                                             r"targets only"):
+            xentlib.cross_entropy(
+                xp.asarray(LOGITS), xp.asarray(np.full((4, 5), 0.2)), ignore_index=-100
+            )
 
 
 class TestOptions:
     def test_weight_of_wrong_length(self, xp):
-        with pytest.raises(ValueError, match=r"^cross_entropy: weight has 3 entries; expected one per class \(5\)$"):
-            xentlib.cross_entropy(xp.asarray(LOGITS), xp.asarray(LABELS), weight=xp.asarray([1.0, 2.0, 3.0]))
+        with pytest.raises(ValueError, match=r"^cross_entropy: weight has 3 entries; "
+                                             r"expected one per class \(5\)$"):
+            xentlib.cross_entropy(
+                xp.asarray(LOGITS), xp.asarray(LABELS), weight=xp.asarray([1.0, 2.0, 3.0])
+            )
 
     def test_weight_of_wrong_shape(self, xp):
-        with pytest.raises(ValueError, match=r"weight has shape \(5, 1\); expected one per class \(5\)"):
-            xentlib.cross_entropy(xp.asarray(LOGITS), xp.asarray(LABELS), weight=xp.asarray(np.ones((5, 1))))
+        with pytest.raises(ValueError, match=r"weight has shape \(5, 1\); "
+                                             r"expected one per class \(5\)"):
+            xentlib.cross_entropy(
+                xp.asarray(LOGITS), xp.asarray(LABELS), weight=xp.asarray(np.ones((5, 1)))
+            )
 
     @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.1", True])
     def test_label_smoothing_outside_unit_interval(self, value):
@@ -110,7 +122,8 @@ class TestOptions:
 
 class TestLogits:
     def test_axis_out_of_range(self, xp):
-        with pytest.raises(ValueError, match=r"^softmax: axis = 2 is out of range for logits with 2 dims$"):
+        with pytest.raises(ValueError, match=r"^softmax: axis = 2 is out of range "
+                                             r"for logits with 2 dims$"):
             xentlib.softmax(xp.asarray(LOGITS), axis=2)
 
     def test_axis_not_an_integer(self):
@@ -118,7 +131,8 @@ class TestLogits:
             xentlib.log_softmax(LOGITS, axis=None)
 
     def test_no_classes(self, xp):
-        with pytest.raises(ValueError, match=r"log_softmax: logits has no classes \(size 0 on axis -1\)"):
+        with pytest.raises(ValueError, match=r"log_softmax: logits has no classes "
+                                             r"\(size 0 on axis -1\)"):
             xentlib.log_softmax(xp.asarray(np.zeros((3, 0))))
 
     def test_logsumexp_of_nothing_is_minus_infinity(self, xp):
@@ -132,7 +146,8 @@ class TestLogits:
 
     @pytest.mark.parametrize("dtype", [bool, complex])
     def test_not_real_numbers(self, dtype):
-        with pytest.raises(TypeError, match=rf"softmax: logits has dtype {np.dtype(dtype)}; expected real numbers"):
+        with pytest.raises(TypeError, match=rf"softmax: logits has dtype {np.dtype(dtype)}; "
+                                            r"expected real numbers"):
             xentlib.softmax(np.zeros(3, dtype=dtype))
 
 
@@ -140,28 +155,33 @@ class TestOut:
     def test_wrong_shape(self, xp):
         with pytest.raises(ValueError, match=r"^cross_entropy_with_grad: out has shape \(4, 4\); "
                                              r"expected the shape of logits \(4, 5\)$"):
-            xentlib.cross_entropy_with_grad(xp.asarray(LOGITS), xp.asarray(LABELS), out=np.zeros((4, 4)))
+            xentlib.cross_entropy_with_grad(
+                xp.asarray(LOGITS), xp.asarray(LABELS), out=np.zeros((4, 4))
+            )
 
     def test_wrong_dtype(self):
-        with pytest.raises(TypeError, match=r"out has dtype float32; expected float64, the dtype of the gradient"):
+        with pytest.raises(TypeError, match=r"out has dtype float32; expected float64, "
+                                            r"the dtype of the gradient"):
             xentlib.cross_entropy_with_grad(LOGITS, LABELS, out=np.zeros((4, 5), dtype=np.float32))
 
     def test_the_target_itself(self, xp):
         # The pass would write the gradient into the probabilities it is still reading.
         target = xp.full((4, 5), 0.2)
-        with pytest.raises(ValueError, match=r"^cross_entropy_with_grad: out shares memory with target; "
-                                             r"expected a separate array$"):
+        with pytest.raises(ValueError, match=r"^cross_entropy_with_grad: out shares memory "
+                                             r"with target; expected a separate array$"):
             xentlib.cross_entropy_with_grad(xp.asarray(LOGITS), target, out=target)
 
     def test_the_weights(self):
         out = np.zeros((1, 5))
-        with pytest.raises(ValueError, match=r"out shares memory with weight; expected a separate array$"):
+        with pytest.raises(ValueError, match=r"out shares memory with weight; "
+                                             r"expected a separate array$"):
             xentlib.cross_entropy_with_grad(np.zeros((1, 5)), np.array([0]), weight=out[0], out=out)
 
     def test_overlapping_the_logits(self):
         logits = np.arange(20.0).reshape(4, 5)
         with pytest.raises(ValueError, match=r"out overlaps logits without being logits itself; "
-                                             r"expected out=logits \(to overwrite them\) or a separate"):
+                                             r"expected out=logits \(to overwrite them\) "
+                                             r"or a separate"):
             xentlib.cross_entropy_with_grad(logits, LABELS, out=logits[::-1])
 
     def test_another_view_of_all_the_logits_is_the_logits(self):
@@ -182,17 +202,22 @@ class TestOneHot:
 
     @pytest.mark.parametrize("value", [0, 2.0, True])
     def test_num_classes(self, value):
-        with pytest.raises(ValueError, match=rf"one_hot: num_classes = {value!r}; expected a positive integer"):
+        with pytest.raises(ValueError, match=rf"one_hot: num_classes = {value!r}; "
+                                             r"expected a positive integer"):
             xentlib.one_hot(np.array([0]), value)
 
 
 def test_numerical_gradient_step(xp):
-    with pytest.raises(ValueError, match=r"numerical_gradient: eps = 0; expected a positive number"):
+    with pytest.raises(ValueError, match=r"numerical_gradient: eps = 0; "
+                                         r"expected a positive number"):
         xentlib.numerical_gradient(lambda v: v.sum(), xp.asarray([1.0]), eps=0)
 
 
 class TestMixedBackends:
-    """NumPy and CuPy arrays in one call; a stand-in ``cupy`` module makes this testable without a GPU."""
+    """NumPy and CuPy arrays in one call.
+
+    A stand-in ``cupy`` module makes this testable without a GPU.
+    """
 
     @pytest.fixture
     def fake_cupy(self, monkeypatch):
@@ -214,7 +239,9 @@ class TestMixedBackends:
 
     def test_out_on_the_other_backend(self, fake_cupy):
         with pytest.raises(TypeError, match=r"logits is numpy.ndarray but out is cupy.ndarray"):
-            xentlib.cross_entropy_with_grad(LOGITS, LABELS, out=np.zeros((4, 5)).view(fake_cupy.ndarray))
+            xentlib.cross_entropy_with_grad(
+                LOGITS, LABELS, out=np.zeros((4, 5)).view(fake_cupy.ndarray)
+            )
 
     def test_get_namespace_names_positions(self, fake_cupy):
         with pytest.raises(TypeError, match=r"get_namespace: arrays\[0\] is numpy.ndarray but "
@@ -235,9 +262,13 @@ class TestInputsUnchanged:
         copies = [a.copy() for a in (logits, target, weight)]
         for a in (logits, target, weight):
             a.flags.writeable = False
-        for function in (xentlib.cross_entropy, xentlib.cross_entropy_grad, xentlib.cross_entropy_with_grad):
+        for function in (
+            xentlib.cross_entropy,
+            xentlib.cross_entropy_grad,
+            xentlib.cross_entropy_with_grad,
+        ):
             function(logits, target, weight=weight, label_smoothing=0.1, z_loss=0.01)
-        for array, copy in zip((logits, target, weight), copies):
+        for array, copy in zip((logits, target, weight), copies, strict=True):
             np.testing.assert_array_equal(array, copy)
 
 
@@ -246,7 +277,9 @@ class TestLabelEqualToNumClasses:
 
     LABELS = np.array([0, 5, 1, 2])
 
-    @pytest.mark.parametrize("name", ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad"])
+    @pytest.mark.parametrize(
+        "name", ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad"]
+    )
     def test_dense(self, name):
         with pytest.raises(ValueError, match=rf"^{name}: target\[1\] = 5 is outside \[0, 5\)"):
             getattr(xentlib, name)(LOGITS, self.LABELS)
@@ -260,8 +293,10 @@ class TestLabelEqualToNumClasses:
         da = pytest.importorskip("dask.array", reason="xentlib.sharded needs Dask")
         import xentlib.sharded
 
-        with pytest.raises(ValueError, match=r"^sharded.cross_entropy: target\[1\] = 5 is outside \[0, 5\)"):
-            xentlib.sharded.cross_entropy(da.from_array(LOGITS, chunks=(4, 2)), self.LABELS).compute()
+        logits = da.from_array(LOGITS, chunks=(4, 2))
+        with pytest.raises(ValueError, match=r"^sharded.cross_entropy: target\[1\] = 5 "
+                                             r"is outside \[0, 5\)"):
+            xentlib.sharded.cross_entropy(logits, self.LABELS).compute()
 
     def test_one_hot(self):
         with pytest.raises(ValueError, match=r"^one_hot: labels\[1\] = 5 is outside \[0, 5\)$"):
@@ -297,8 +332,9 @@ class TestForeignArrays:
             return np.zeros((4, 5))
 
     def test_object_with_array_protocol(self):
-        with pytest.raises(TypeError, match=r"^cross_entropy: logits is .*_ArrayLike; expected a NumPy or "
-                                            r"CuPy array \(convert it first, e.g. np.asarray\(logits\)\)$"):
+        with pytest.raises(TypeError, match=r"^cross_entropy: logits is .*_ArrayLike; "
+                                            r"expected a NumPy or CuPy array \(convert it "
+                                            r"first, e.g. np.asarray\(logits\)\)$"):
             xentlib.cross_entropy(self._ArrayLike(), LABELS)
 
     def test_torch_tensor_that_requires_grad(self):
@@ -311,13 +347,15 @@ class TestForeignArrays:
 
     def test_dask_array_outside_sharded(self):
         da = pytest.importorskip("dask.array", reason="xentlib.sharded needs Dask")
-        with pytest.raises(TypeError, match=r"logits is dask.array.core.Array; .*xentlib.sharded.cross_entropy"):
+        with pytest.raises(TypeError, match=r"logits is dask.array.core.Array; "
+                                            r".*xentlib.sharded.cross_entropy"):
             xentlib.cross_entropy_grad(da.from_array(LOGITS), LABELS)
 
     @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
     @pytest.mark.parametrize("wrap", [np.matrix, np.ma.masked_array], ids=["matrix", "masked"])
     def test_ndarray_subclass_with_other_arithmetic(self, wrap):
-        with pytest.raises(TypeError, match=r"^cross_entropy_with_grad: logits is numpy\.(matrix|ma\.MaskedArray); "
+        with pytest.raises(TypeError, match=r"^cross_entropy_with_grad: logits is "
+                                            r"numpy\.(matrix|ma\.MaskedArray); "
                                             r"expected a plain numpy.ndarray"):
             xentlib.cross_entropy_with_grad(wrap(LOGITS), LABELS)
 
@@ -325,24 +363,30 @@ class TestForeignArrays:
         mapped = np.memmap(tmp_path / "logits", dtype=np.float64, mode="w+", shape=LOGITS.shape)
         expected = float(np.log(5))
         assert float(xentlib.cross_entropy(mapped, LABELS)) == pytest.approx(expected, rel=1e-15)
-        assert float(xentlib.cross_entropy(LOGITS.tolist(), LABELS.tolist())) == pytest.approx(expected, rel=1e-15)
+        from_lists = xentlib.cross_entropy(LOGITS.tolist(), LABELS.tolist())
+        assert float(from_lists) == pytest.approx(expected, rel=1e-15)
         weight = [np.float64(1.0)] * 5  # NumPy scalars in a list
-        assert float(xentlib.cross_entropy(LOGITS, LABELS, weight=weight)) == pytest.approx(expected, rel=1e-15)
+        weighted = xentlib.cross_entropy(LOGITS, LABELS, weight=weight)
+        assert float(weighted) == pytest.approx(expected, rel=1e-15)
 
 
 class TestHintsForTorchHabits:
     def test_minus_100_labels_without_ignore_index(self):
-        with pytest.raises(ValueError, match=r"target\[1\] = -100 is outside \[0, 5\) \(5 classes on axis -1\) "
-                                             r"\(did you mean ignore_index=-100, torch's default\?\)$"):
+        with pytest.raises(ValueError, match=r"target\[1\] = -100 is outside \[0, 5\) "
+                                             r"\(5 classes on axis -1\) \(did you mean "
+                                             r"ignore_index=-100, torch's default\?\)$"):
             xentlib.cross_entropy(LOGITS, np.array([0, -100, 2, 3]))
 
     def test_no_hint_for_other_labels(self):
-        with pytest.raises(ValueError, match=r"target\[1\] = -1 is outside \[0, 5\) \(5 classes on axis -1\)$"):
+        with pytest.raises(ValueError, match=r"target\[1\] = -1 is outside \[0, 5\) "
+                                             r"\(5 classes on axis -1\)$"):
             xentlib.cross_entropy(LOGITS, np.array([0, -1, 2, 3]))
 
     def test_torch_shaped_target_with_the_default_axis(self):
         # logits (N, C, T) as torch takes them, target (N, T), but axis left at -1
         logits, target = np.zeros((2, 5, 3)), np.zeros((2, 3), dtype=np.int64)
-        with pytest.raises(ValueError, match=r"with axis=-1 \(did you mean axis=1, torch's class axis\?\)$"):
+        with pytest.raises(ValueError, match=r"with axis=-1 \(did you mean axis=1, "
+                                             r"torch's class axis\?\)$"):
             xentlib.cross_entropy(logits, target)
-        assert float(xentlib.cross_entropy(logits, target, axis=1)) == pytest.approx(np.log(5), rel=1e-15)
+        loss = xentlib.cross_entropy(logits, target, axis=1)
+        assert float(loss) == pytest.approx(np.log(5), rel=1e-15)

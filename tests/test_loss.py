@@ -36,7 +36,9 @@ OPTIONS = [
 
 
 def _id(options):
-    return "-".join(f"{k}={'w' if k == 'weight' and v is not None else v}" for k, v in options.items())
+    return "-".join(
+        f"{k}={'w' if k == 'weight' and v is not None else v}" for k, v in options.items()
+    )
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=_id)
@@ -64,13 +66,17 @@ def test_one_hot_probabilities_equal_class_indices(xp):
     logits, labels = _problem("index")
     onehot = xentlib.one_hot(xp.asarray(labels), C)
     for reduction in ("none", "mean"):
-        assert_close(xentlib.cross_entropy(xp.asarray(logits), onehot, reduction=reduction),
-                     xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction=reduction))
+        assert_close(
+            xentlib.cross_entropy(xp.asarray(logits), onehot, reduction=reduction),
+            xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction=reduction),
+        )
 
 
 def test_weighted_mean_divides_by_summed_label_weights(xp):
     logits, labels = _problem("index")
-    items = xentlib.to_numpy(xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction="none"))
+    items = xentlib.to_numpy(
+        xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction="none")
+    )
     w = WEIGHT[labels]
     loss = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), weight=xp.asarray(WEIGHT))
     assert_close(loss, xp.asarray(np.sum(w * items) / np.sum(w)))
@@ -104,7 +110,9 @@ def test_number_reduction_divides_the_sum(xp):
 def test_z_loss_adds_squared_logsumexp(xp):
     logits, labels = _problem("index")
     plain = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction="none")
-    with_z = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), z_loss=0.5, reduction="none")
+    with_z = xentlib.cross_entropy(
+        xp.asarray(logits), xp.asarray(labels), z_loss=0.5, reduction="none"
+    )
     lse = xentlib.logsumexp(xp.asarray(logits))
     assert_close(with_z, plain + 0.5 * lse**2)
 
@@ -164,14 +172,15 @@ def test_half_precision_mean_does_not_overflow(xp):
 
 def test_integer_logits_become_float64(xp):
     loss = xentlib.cross_entropy(xp.asarray([[1, 2, 3]]), xp.asarray([2]))
-    assert_close(loss, xp.asarray(reference_cross_entropy(np.array([[1.0, 2.0, 3.0]]), np.array([2]))))
+    expected = reference_cross_entropy(np.array([[1.0, 2.0, 3.0]]), np.array([2]))
+    assert_close(loss, xp.asarray(expected))
 
 
 def test_float32_stays_float32(xp):
     logits, labels = _problem("index")
     loss = xentlib.cross_entropy(xp.asarray(logits.astype(np.float32)), xp.asarray(labels))
-    assert_close(loss, xp.asarray(np.float32(reference_cross_entropy(logits.astype(np.float32), labels))),
-                 rtol=1e-6)
+    expected = np.float32(reference_cross_entropy(logits.astype(np.float32), labels))
+    assert_close(loss, xp.asarray(expected), rtol=1e-6)
 
 
 class TestOneHot:

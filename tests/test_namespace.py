@@ -1,4 +1,7 @@
-"""Choosing the backend: default_namespace from XENTLIB_BACKEND, to_numpy, results on the input's backend."""
+"""Choosing the backend.
+
+default_namespace from XENTLIB_BACKEND, to_numpy, results on the input's backend.
+"""
 
 import numpy as np
 import pytest
@@ -19,7 +22,9 @@ def test_default_is_numpy(monkeypatch, value):
 
 def test_unknown_backend(monkeypatch):
     monkeypatch.setenv("XENTLIB_BACKEND", "torch")
-    with pytest.raises(ValueError, match=r"XENTLIB_BACKEND = 'torch'; expected 'numpy', 'cupy' or 'auto'"):
+    with pytest.raises(
+        ValueError, match=r"XENTLIB_BACKEND = 'torch'; expected 'numpy', 'cupy' or 'auto'"
+    ):
         xentlib.default_namespace()
 
 

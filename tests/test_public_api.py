@@ -21,9 +21,12 @@ SIGNATURES = {
     "cross_entropy": ["logits", "target", *OPTIONS],
     "cross_entropy_grad": ["logits", "target", *OPTIONS],
     "cross_entropy_with_grad": ["logits", "target", "out", *OPTIONS],
-    "linear_cross_entropy": ["hidden", "classifier", "target", "bias", "chunk_size", *INDEX_OPTIONS],
-    "linear_cross_entropy_with_grad": ["hidden", "classifier", "target", "bias", "chunk_size",
-                                       *INDEX_OPTIONS],
+    "linear_cross_entropy": [
+        "hidden", "classifier", "target", "bias", "chunk_size", *INDEX_OPTIONS
+    ],
+    "linear_cross_entropy_with_grad": [
+        "hidden", "classifier", "target", "bias", "chunk_size", *INDEX_OPTIONS
+    ],
     "numerical_gradient": ["f", "x", "eps"],
     "get_namespace": ["arrays"],
     "default_namespace": [],
@@ -46,8 +49,14 @@ def test_options_are_keyword_only_with_torch_like_defaults(name):
     parameters = inspect.signature(getattr(xentlib, name)).parameters
     assert all(parameters[o].kind is inspect.Parameter.KEYWORD_ONLY for o in OPTIONS)
     defaults = {o: parameters[o].default for o in OPTIONS}
-    assert defaults == dict(axis=-1, weight=None, ignore_index=None, label_smoothing=0.0, z_loss=0.0,
-                            reduction="mean")
+    assert defaults == dict(
+        axis=-1,
+        weight=None,
+        ignore_index=None,
+        label_smoothing=0.0,
+        z_loss=0.0,
+        reduction="mean",
+    )
 
 
 def test_import_does_not_import_cupy(tmp_path):
@@ -58,7 +67,9 @@ def test_import_does_not_import_cupy(tmp_path):
     (tmp_path / "cupy" / "__init__.py").write_text('raise ImportError("xentlib imported cupy")\n')
     code = "import sys, xentlib, xentlib.naive; print('cupy' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -85,5 +96,7 @@ def test_import_does_not_import_dask():
         "import sys, xentlib; before = 'dask' in sys.modules; "
         "f = xentlib.sharded.cross_entropy; print(before, 'dask' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False True"

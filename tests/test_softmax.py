@@ -17,7 +17,9 @@ def _logits(shape, scale=3.0):
 
 
 class TestSoftmax:
-    @pytest.mark.parametrize(("shape", "axis"), [((5,), -1), ((4, 7), -1), ((4, 7), 0), ((2, 3, 4), 1)])
+    @pytest.mark.parametrize(
+        ("shape", "axis"), [((5,), -1), ((4, 7), -1), ((4, 7), 0), ((2, 3, 4), 1)]
+    )
     def test_matches_scipy(self, xp, shape, axis):
         x = _logits(shape)
         assert_close(xentlib.softmax(xp.asarray(x), axis=axis),
@@ -67,7 +69,9 @@ class TestSoftmax:
 
 
 class TestLogSoftmax:
-    @pytest.mark.parametrize(("shape", "axis"), [((5,), -1), ((4, 7), -1), ((4, 7), 0), ((2, 3, 4), 1)])
+    @pytest.mark.parametrize(
+        ("shape", "axis"), [((5,), -1), ((4, 7), -1), ((4, 7), 0), ((2, 3, 4), 1)]
+    )
     def test_matches_scipy(self, xp, shape, axis):
         x = _logits(shape)
         assert_close(xentlib.log_softmax(xp.asarray(x), axis=axis),
@@ -94,7 +98,9 @@ class TestLogSoftmax:
 
 
 class TestLogsumexp:
-    @pytest.mark.parametrize(("shape", "axis"), [((5,), -1), ((4, 7), -1), ((4, 7), 0), ((2, 3, 4), 1)])
+    @pytest.mark.parametrize(
+        ("shape", "axis"), [((5,), -1), ((4, 7), -1), ((4, 7), 0), ((2, 3, 4), 1)]
+    )
     @pytest.mark.parametrize("keepdims", [False, True])
     def test_matches_scipy(self, xp, shape, axis, keepdims):
         x = _logits(shape)

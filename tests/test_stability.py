@@ -1,4 +1,7 @@
-"""Huge offsets per dtype, and shift invariance of loss and gradient (after optax's stability tests)."""
+"""Huge offsets per dtype, and shift invariance of loss and gradient.
+
+After optax's stability tests.
+"""
 
 import numpy as np
 import pytest
@@ -20,7 +23,13 @@ def _dtype(name, xp):
 
 @pytest.mark.parametrize(
     ("dtype", "offset"),
-    [("float64", 1e8), ("float32", 1e6), ("float32", 1e8), ("float16", 4096.0), ("bfloat16", 256.0)],
+    [
+        ("float64", 1e8),
+        ("float32", 1e6),
+        ("float32", 1e8),
+        ("float16", 4096.0),
+        ("bfloat16", 256.0),
+    ],
 )
 def test_uniform_logits_far_from_zero(xp, dtype, offset):
     # Uniform logits: the loss is log C whatever the offset, to float32 rounding or better.
@@ -31,8 +40,10 @@ def test_uniform_logits_far_from_zero(xp, dtype, offset):
     eps = np.finfo(work).eps
     np.testing.assert_allclose(float(loss), np.log(C), rtol=2 * eps)
     expected = np.full((3, C), 1 / C) - np.eye(C)[[0, 3, 6]]
-    np.testing.assert_allclose(xentlib.to_numpy(grad).astype(np.float64), expected / 3,
-                               atol=2 * float(np.finfo(np.float16 if dtype.itemsize == 2 else work).eps))
+    grad_eps = np.finfo(np.float16 if dtype.itemsize == 2 else work).eps
+    np.testing.assert_allclose(
+        xentlib.to_numpy(grad).astype(np.float64), expected / 3, atol=2 * float(grad_eps)
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -41,8 +52,12 @@ def test_shift_changes_neither_loss_nor_gradient(xp, dtype):
     rng = np.random.default_rng(3)
     logits = rng.integers(-20, 20, size=(5, C)).astype(dtype)
     labels = rng.integers(0, C, size=5)
-    base = xentlib.cross_entropy_with_grad(xp.asarray(logits), xp.asarray(labels), label_smoothing=0.1)
-    shifted = xentlib.cross_entropy_with_grad(xp.asarray(logits + 1e6), xp.asarray(labels), label_smoothing=0.1)
+    base = xentlib.cross_entropy_with_grad(
+        xp.asarray(logits), xp.asarray(labels), label_smoothing=0.1
+    )
+    shifted = xentlib.cross_entropy_with_grad(
+        xp.asarray(logits + 1e6), xp.asarray(labels), label_smoothing=0.1
+    )
     assert_close(shifted[0], base[0], rtol=4 * np.finfo(dtype).eps)
     assert_close(shifted[1], base[1], rtol=0, atol=4 * np.finfo(dtype).eps)
 
@@ -70,7 +85,8 @@ def test_half_precision_batch_whose_naive_mean_overflows(xp):
     with np.errstate(over="ignore"):
         assert np.isinf(np.sum(xentlib.to_numpy(items).astype(np.float16), dtype=np.float16))
     loss = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), reduction="sum")
-    assert_close(loss, xp.asarray(np.float32(1024 * (100.0 + np.log1p(2 * np.exp(-100.0))))), rtol=1e-6)
+    expected = np.float32(1024 * (100.0 + np.log1p(2 * np.exp(-100.0))))
+    assert_close(loss, xp.asarray(expected), rtol=1e-6)
 
 
 FLOAT32_LN_MAX = float(np.log(np.finfo(np.float32).max))

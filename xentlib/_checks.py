@@ -219,7 +219,7 @@ def _is_real(x):
 
 def _is_positive_integer(x):
     """Whether ``x`` is an integer >= 1 and not a bool."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and int(x) >= 1
 
 
 def _as_float(x):

@@ -9,6 +9,8 @@ is enough and ``import xentlib`` stays free of it.
 import contextlib
 import os
 import sys
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +90,7 @@ def namespace_of(func, **arrays):
     return sys.modules["cupy"]
 
 
-def get_namespace(*arrays):
+def get_namespace(*arrays: Any) -> ModuleType:
     """Return the array module (``numpy`` or ``cupy``) that the arrays live in.
 
     Parameters
@@ -132,7 +134,7 @@ def _cupy_with_device():
     return cupy
 
 
-def default_namespace():
+def default_namespace() -> ModuleType:
     """Return the array module that chapters and scripts should create arrays with.
 
     The choice comes from the environment variable ``XENTLIB_BACKEND``:
@@ -177,7 +179,7 @@ def default_namespace():
     raise ValueError(msg)
 
 
-def to_numpy(x):
+def to_numpy(x: Any) -> np.ndarray:
     """Return a NumPy copy of a CuPy array, or the NumPy array itself.
 
     Chapters call it before printing and plotting, so the same cell works on

@@ -69,21 +69,21 @@ class Target(Protocol):
     """
 
     count: Array
-    probabilities: Array | None
+    probabilities: Array
 
-    def q_block(self, raw: Array | None, t: Array | None, scratch: Any) -> Array | None:
+    def q_block(self, raw: Array, t: Array, scratch: Any) -> Array | None:
         """The dense part of ``q`` for a block: None, a number, a vector or rows like ``t``."""
 
     def gather(self, sums: ItemSums, z: Array, m: Array, block: BlockRows) -> None:
         """Read what the loss needs from the block's logits before they are overwritten."""
 
-    def dot(self, sums: ItemSums, shifted: Array, q: Array | None, block: BlockRows) -> None:
+    def dot(self, sums: ItemSums, shifted: Array, q: Array, block: BlockRows) -> None:
         """Accumulate ``sum_k q_k shifted_k`` (and the mass) of the block's rows."""
 
     def mass_of(self, sums: ItemSums, block: BlockRows) -> Array:
         """``sum_k q_k`` of the block's rows."""
 
-    def subtract(self, grad: Array, q: Array | None, block: BlockRows, divisor: Any,
+    def subtract(self, grad: Array, q: Array, block: BlockRows, divisor: Any,
                  scratch: Any) -> None:
         """Subtract ``q / divisor`` from the block's gradient."""
 
@@ -170,7 +170,7 @@ class ClassIndices:
         label_weight = self.on_items(label_weight)
         self.count = xp.sum(label_weight)
         self.hit = (1 - label_smoothing) * label_weight
-        self.spread: Array | None = None
+        self.spread: Array = None
         self.spread_mass: Any = 0
         self.mass = self.hit
         if label_smoothing > 0:
@@ -194,7 +194,7 @@ class ClassIndices:
 
     # The dense pass (`xentlib._pass`), block by block.
 
-    def q_block(self, raw: Array | None, t: Array | None, scratch: Any) -> Array | None:
+    def q_block(self, raw: Array, t: Array, scratch: Any) -> Array | None:
         """The smoothing's share: the dense part of ``q`` (the label's is gathered)."""
         return self.spread
 
@@ -202,7 +202,7 @@ class ClassIndices:
         """Each label's shifted logit, read before the block may be overwritten."""
         self.xp.subtract(z[block.r, self.labels[block.items]], m, out=sums.label[block.items])
 
-    def dot(self, sums: ItemSums, shifted: Array, q: Array | None, block: BlockRows) -> None:
+    def dot(self, sums: ItemSums, shifted: Array, q: Array, block: BlockRows) -> None:
         """The smoothing's ``sum_k spread_k shifted_k`` of each row."""
         if q is not None:
             dense_dot(self.xp, q, shifted, sums.dense[block.items])
@@ -211,7 +211,7 @@ class ClassIndices:
         """Each item's ``sum_k q_k``, known before the pass."""
         return self.mass[block.items]
 
-    def subtract(self, grad: Array, q: Array | None, block: BlockRows, divisor: Any,
+    def subtract(self, grad: Array, q: Array, block: BlockRows, divisor: Any,
                  scratch: Any) -> None:
         """Subtract ``q / divisor``; ignored rows become exactly 0."""
         items = block.items
@@ -260,7 +260,7 @@ class Probabilities:
         """Every item carries its target."""
         return values
 
-    def q_block(self, raw: Array | None, t: Array | None, scratch: Any) -> Array | None:
+    def q_block(self, raw: Array, t: Array, scratch: Any) -> Array | None:
         """``q = a t + b`` of a block (``t`` itself without options); inspects the raw block."""
         if self.check is not None and not bool(raw.min() >= 0):  # NaN fails too
             self.suspect = True
@@ -275,7 +275,7 @@ class Probabilities:
     def gather(self, sums: ItemSums, z: Array, m: Array, block: BlockRows) -> None:
         """Nothing to gather: every class has its own target entry."""
 
-    def dot(self, sums: ItemSums, shifted: Array, q: Array | None, block: BlockRows) -> None:
+    def dot(self, sums: ItemSums, shifted: Array, q: Array, block: BlockRows) -> None:
         """Each row's mass ``sum_k q_k`` and ``sum_k q_k shifted_k``."""
         sums.mass[block.items] = self.xp.sum(q, axis=-1)
         dense_dot(self.xp, q, shifted, sums.dense[block.items])
@@ -284,7 +284,7 @@ class Probabilities:
         """Each item's mass, summed by `dot`."""
         return sums.mass[block.items]
 
-    def subtract(self, grad: Array, q: Array | None, block: BlockRows, divisor: Any,
+    def subtract(self, grad: Array, q: Array, block: BlockRows, divisor: Any,
                  scratch: Any) -> None:
         """Subtract ``q / divisor`` from the block's gradient."""
         scaled = scratch.get("q", q.shape)  # q itself when q was made here: it is not needed again

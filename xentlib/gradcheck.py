@@ -2,14 +2,19 @@
 
 import itertools
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 from . import _checks
 from ._namespace import namespace_of
+from ._typing import ArrayLike, FloatArray
 
 __all__ = ["numerical_gradient"]
 
 
-def numerical_gradient(f, x, eps=None):
+def numerical_gradient(
+    f: Callable[[Any], Any], x: ArrayLike, eps: float | None = None
+) -> FloatArray:
     """Estimate the gradient of a scalar function by central differences.
 
     Each entry is ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``, with ``2 h`` the
@@ -68,15 +73,15 @@ def numerical_gradient(f, x, eps=None):
     True
     """
     xp = namespace_of("numerical_gradient", x=x)
-    x = xp.asarray(x)
-    dtype = _checks.result_dtype(x.dtype, xp)
-    _checks.work_dtype("numerical_gradient", "x", x.dtype, xp)
+    array = xp.asarray(x)
+    dtype = _checks.result_dtype(array.dtype, xp)
+    _checks.work_dtype("numerical_gradient", "x", array.dtype, xp)
     if eps is not None and not (
         isinstance(eps, numbers.Real) and not isinstance(eps, bool) and 0 < eps < float("inf")
     ):
         msg = f"numerical_gradient: eps = {eps!r}; expected a positive number"
         raise ValueError(msg)
-    point = x.astype(dtype, copy=True)
+    point = array.astype(dtype, copy=True)
     if eps is None:
         steps = float(xp.finfo(dtype).eps) ** (1 / 3) * xp.maximum(1, xp.abs(point))
     else:

@@ -29,6 +29,7 @@ from . import _checks
 from ._lse import finite_shift, grad_coefficient, item_losses, merge_partials, split_top
 from ._namespace import errstate, namespace_of
 from ._targets import ClassIndices, chunk_labels, index_cross, reduce_losses, reduction_divisor
+from ._typing import ArrayLike, FloatArray, Loss, Reduction
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
@@ -210,19 +211,19 @@ def _losses(func, hidden, classifier, target, bias, chunk_size, options):
 
 
 def linear_cross_entropy(
-    hidden,
-    classifier,
-    target,
+    hidden: ArrayLike,
+    classifier: ArrayLike,
+    target: ArrayLike,
     /,
     *,
-    bias=None,
-    chunk_size=None,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    z_loss=0.0,
-    reduction="mean",
-):
+    bias: ArrayLike | None = None,
+    chunk_size: int | None = None,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: Reduction = "mean",
+) -> Loss:
     """Compute the cross-entropy of a linear layer's logits without ever holding them all.
 
     Equal to ``cross_entropy(hidden @ classifier.T + bias, target)``, computed
@@ -319,19 +320,19 @@ def linear_cross_entropy(
 
 
 def linear_cross_entropy_with_grad(
-    hidden,
-    classifier,
-    target,
+    hidden: ArrayLike,
+    classifier: ArrayLike,
+    target: ArrayLike,
     /,
     *,
-    bias=None,
-    chunk_size=None,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    z_loss=0.0,
-    reduction="mean",
-):
+    bias: ArrayLike | None = None,
+    chunk_size: int | None = None,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: Reduction = "mean",
+) -> tuple[Loss, FloatArray, FloatArray] | tuple[Loss, FloatArray, FloatArray, FloatArray]:
     """Compute `linear_cross_entropy` and its gradients with respect to the layer.
 
     A first walk over the chunks of classes gives each item's log-sum-exp; a

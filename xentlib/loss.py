@@ -6,11 +6,13 @@ to one fused pass over the logits (`xentlib._pass`), which every backend runs.
 """
 
 import functools
+from collections.abc import Callable
 
 from . import _checks
 from ._namespace import namespace_of
 from ._pass import Pass
 from ._targets import ClassIndices, Probabilities, reduce_losses, reduction_divisor
+from ._typing import ArrayLike, DTypeLike, FloatArray, Loss, Reduction
 
 __all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad", "one_hot"]
 
@@ -35,13 +37,14 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
         _checks.index_target(func, "target", target, num_classes, axis, ignore_index, xp)
         q = ClassIndices(xp, target, weight, num_classes, ignore_index, label_smoothing, dtype)
         return xp, z, dtype, q, z_loss, reduction
-    check = functools.partial(_checks.probability_target, func, target, xp)
+    check: Callable[[], None] | None = functools.partial(_checks.probability_target, func,
+                                                          target, xp)
     if out is not None and _checks.is_same_view(out, logits):  # check before overwriting them
-        check()
+        _checks.probability_target(func, target, xp)
         check = None
     probabilities = xp.moveaxis(target, axis, -1)
-    q = Probabilities(xp, probabilities, weight, label_smoothing, check)
-    return xp, z, dtype, q, z_loss, reduction
+    soft = Probabilities(xp, probabilities, weight, label_smoothing, check)
+    return xp, z, dtype, soft, z_loss, reduction
 
 
 def _loss_and_grad(func, logits, target, out, axis, options):
@@ -58,16 +61,16 @@ def _loss_and_grad(func, logits, target, out, axis, options):
 
 
 def cross_entropy(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    axis=-1,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    z_loss=0.0,
-    reduction="mean",
-):
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: Reduction = "mean",
+) -> Loss:
     """Compute the cross-entropy between softmax(logits) and a target.
 
     For class indices this is ``logsumexp(z) - z[y]``, the negative
@@ -194,16 +197,16 @@ def cross_entropy(
 
 
 def cross_entropy_grad(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    axis=-1,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    z_loss=0.0,
-    reduction="mean",
-):
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: Reduction = "mean",
+) -> FloatArray:
     """Compute the gradient of ``cross_entropy`` with respect to ``logits``.
 
     Analytic, not automatic: ``softmax(z) - y`` for one-hot targets, scaled by
@@ -258,17 +261,17 @@ def cross_entropy_grad(
 
 
 def cross_entropy_with_grad(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    out=None,
-    axis=-1,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    z_loss=0.0,
-    reduction="mean",
-):
+    out: FloatArray | None = None,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: Reduction = "mean",
+) -> tuple[Loss, FloatArray]:
     """Compute ``cross_entropy`` and ``cross_entropy_grad`` in one pass.
 
     The log-sum-exp of each item is computed once and serves both; the
@@ -340,7 +343,7 @@ def cross_entropy_with_grad(
     return _loss_and_grad("cross_entropy_with_grad", logits, target, out, axis, options)
 
 
-def one_hot(labels, num_classes, dtype=None):
+def one_hot(labels: ArrayLike, num_classes: int, dtype: DTypeLike | None = None) -> FloatArray:
     """Turn class indices into one-hot rows: 1 at the label, 0 elsewhere.
 
     Parameters
@@ -380,11 +383,11 @@ def one_hot(labels, num_classes, dtype=None):
      [1. 0. 0.]]
     """
     xp = namespace_of("one_hot", labels=labels)
-    labels = xp.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        msg = f"one_hot: labels has dtype {labels.dtype}; expected integer class indices"
+    indices = xp.asarray(labels)
+    if indices.dtype.kind not in "iu":
+        msg = f"one_hot: labels has dtype {indices.dtype}; expected integer class indices"
         raise TypeError(msg)
     _checks.check_num_classes("one_hot", num_classes)
-    _checks.index_target("one_hot", "labels", labels, num_classes, None, None, xp)
+    _checks.index_target("one_hot", "labels", indices, num_classes, None, None, xp)
     classes = xp.arange(num_classes)
-    return (labels[..., None] == classes).astype(xp.float64 if dtype is None else dtype)
+    return (indices[..., None] == classes).astype(xp.float64 if dtype is None else dtype)

@@ -17,6 +17,7 @@ and ``import xentlib`` does not import it.
 """
 
 import math
+from typing import Any
 
 import dask.array as da
 
@@ -24,6 +25,7 @@ from . import _checks
 from ._lse import finite_shift, item_losses, split_top
 from ._namespace import errstate, get_namespace, namespace_of
 from ._targets import ClassIndices, chunk_labels, index_cross, reduction_divisor
+from ._typing import ArrayLike, Reduction
 
 __all__ = ["cross_entropy"]
 
@@ -126,15 +128,15 @@ def _prepare(logits, target, options):
 
 
 def cross_entropy(
-    logits,
-    target,
+    logits: da.Array,
+    target: ArrayLike,
     *,
-    weight=None,
-    ignore_index=None,
-    label_smoothing=0.0,
-    z_loss=0.0,
-    reduction="mean",
-):
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: Reduction = "mean",
+) -> da.Array:
     """Compute the cross-entropy of logits whose classes are split into Dask chunks.
 
     Each chunk along the class axis is a shard, as in tensor-parallel
@@ -223,7 +225,7 @@ def cross_entropy(
     per_item = {"chunks": (rows,)}
     t = logits.max(axis=1).map_blocks(_shift, dtype, dtype=dtype, meta=xp.empty((0,), dtype=dtype))
     classes = da.from_array(xp.arange(logits.shape[1]), chunks=(shards,))
-    spread = (None, None)
+    spread: tuple[Any, Any] = (None, None)
     if q.spread is not None:
         spread = (da.from_array(q.spread_of(0, logits.shape[1]), chunks=(shards,)), "j")
     statistics = da.blockwise(

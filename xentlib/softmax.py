@@ -9,6 +9,7 @@ is almost certain keeps its tiny probability mass exactly: the steps of
 from . import _checks
 from ._lse import max_shift, split_top
 from ._namespace import errstate, namespace_of
+from ._typing import ArrayLike, FloatArray, Loss
 
 __all__ = ["softmax", "log_softmax", "logsumexp"]
 
@@ -39,7 +40,7 @@ def _restore(result, axis, dtype, xp):
     return xp.moveaxis(result, -1, axis).astype(dtype, copy=False)
 
 
-def softmax(x, axis=-1):
+def softmax(x: ArrayLike, axis: int = -1) -> FloatArray:
     """Compute the softmax along ``axis``: exponentials normalized to sum to 1.
 
     Each slice along ``axis`` is shifted by its maximum before ``exp``, which
@@ -112,7 +113,7 @@ def softmax(x, axis=-1):
     return _restore(p, axis, out_dtype, xp)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: ArrayLike, axis: int = -1) -> FloatArray:
     """Compute the logarithm of the softmax along ``axis``, as ``x - logsumexp(x)``.
 
     Never takes ``log`` of a probability, so a class far behind the leader gets
@@ -180,7 +181,7 @@ def log_softmax(x, axis=-1):
     return _restore(log_p, axis, out_dtype, xp)
 
 
-def logsumexp(x, axis=-1, keepdims=False):
+def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> Loss:
     """Compute ``log(sum(exp(x)))`` along ``axis`` without overflow.
 
     The maximum ``m`` is taken out first: ``m + log(sum(exp(x - m)))``, with the

@@ -107,11 +107,19 @@ def notebook_venv(tmp_path_factory):
     pins = re.sub(r"\[[^\]]*\]", "", (ROOT / "requirements.txt").read_text(encoding="utf-8"))
     constraints = venv / "constraints.txt"
     constraints.write_text(pins, encoding="utf-8")
-    needs = set().union(*(chapter_requirements(jupytext.read(ROOT / f"{page}.md")) for page in chapters()))
+    needs = set().union(
+        *(chapter_requirements(jupytext.read(ROOT / f"{page}.md")) for page in chapters())
+    )
     subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-c", str(constraints), *sorted(needs), "ipykernel", str(wheels[-1])],
+        [
+            python, "-m", "pip", "install", "--quiet", "-c", str(constraints),
+            *sorted(needs), "ipykernel", str(wheels[-1]),
+        ],
         check=True,
     )
-    subprocess.run([python, "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "throwaway"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "throwaway"],
+        check=True,
+        capture_output=True,
+    )
     return venv

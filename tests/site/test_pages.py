@@ -48,7 +48,9 @@ class Visit:
         self.page.route("**/*", lambda route: self._only_local(route, server))
         self.response = self.page.goto(self.url, wait_until="networkidle")
         if self.page.locator(".math").count():
-            self.page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+            self.page.wait_for_function(
+                "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+            )
             self.page.evaluate("() => MathJax.startup.promise")
 
     def _on_console(self, message):
@@ -75,7 +77,10 @@ class Visit:
 def visit(request, browser, server):
     visit = Visit(browser, server, request.param)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    visit.page.screenshot(path=SCREENSHOTS / f"{request.param.replace('/', '-')}.png", full_page=True)
+    visit.page.screenshot(
+        path=SCREENSHOTS / f"{request.param.replace('/', '-')}.png",
+        full_page=True,
+    )
     yield visit
     visit.close()
 
@@ -153,7 +158,9 @@ def test_notebook_download(visit):
     assert any(cell.cell_type == "code" for cell in notebook.cells)
 
 
-@pytest.mark.parametrize("here, after", list(zip(PAGES, PAGES[1:])), ids=PAGES[:-1])
+@pytest.mark.parametrize(
+    "here, after", list(zip(PAGES[:-1], PAGES[1:], strict=True)), ids=PAGES[:-1]
+)
 def test_sidebar_reaches_the_next_page(browser, server, here, after):
     visit = Visit(browser, server, here)
     try:
@@ -206,7 +213,8 @@ def test_page_fits_a_phone(browser, server, name):
 def test_desktop_sidebar_collapses_and_comes_back(browser, server):
     visit = Visit(browser, server, "book/formula")
     try:
-        link, toggle = visit.page.locator(CHAPTER_LINK), visit.page.locator(".primary-toggle:visible")
+        link = visit.page.locator(CHAPTER_LINK)
+        toggle = visit.page.locator(".primary-toggle:visible")
         assert link.is_visible()
         toggle.click()
         link.wait_for(state="hidden")
@@ -229,7 +237,10 @@ def test_search_finds(browser, server, word):
 
 
 def test_internal_links(server, tmp_path):
-    linkchecker = shutil.which("linkchecker", path=str(ROOT / ".venv" / "bin")) or shutil.which("linkchecker")
+    linkchecker = (
+        shutil.which("linkchecker", path=str(ROOT / ".venv" / "bin"))
+        or shutil.which("linkchecker")
+    )
     if linkchecker is None:
         pytest.skip("linkchecker is not installed")
     config = tmp_path / "linkcheckerrc"

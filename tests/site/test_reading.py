@@ -23,7 +23,9 @@ CHAPTERS = chapters()
 PLUMBING = ("glue(", "to_numpy(")
 MAX_PLUMBING_SHARE = 0.05
 MIN_QUESTIONS = 40
-VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+VOID_TAGS = {
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"
+}
 
 
 class _VisibleCode(html.parser.HTMLParser):
@@ -121,17 +123,22 @@ def test_every_question_lands_on_a_section():
 
 
 BIBLIOGRAPHY_LABEL = re.compile(
-    r'id="([^"]+)" role="doc-biblioentry">\s*<span class="label"><span class="fn-bracket">\[</span>([^<]+)<'
+    r'id="([^"]+)" role="doc-biblioentry">\s*'
+    r'<span class="label"><span class="fn-bracket">\[</span>([^<]+)<'
 )
-CITATION = re.compile(r'<a class="reference internal" href="references\.html#([^"]+)"[^>]*>(.*?)</a>')
+CITATION = re.compile(
+    r'<a class="reference internal" href="references\.html#([^"]+)"[^>]*>(.*?)</a>'
+)
 
 
 def test_bibliography_labels_read_like_the_citations():
-    labels = dict(BIBLIOGRAPHY_LABEL.findall((SITE / "book" / "references.html").read_text(encoding="utf-8")))
+    references = (SITE / "book" / "references.html").read_text(encoding="utf-8")
+    labels = dict(BIBLIOGRAPHY_LABEL.findall(references))
     assert labels, "no bibliography entries found on the references page"
     cited, mismatched = 0, []
     for page in CHAPTERS:
-        for anchor, html_text in CITATION.findall((SITE / f"{page}.html").read_text(encoding="utf-8")):
+        page_html = (SITE / f"{page}.html").read_text(encoding="utf-8")
+        for anchor, html_text in CITATION.findall(page_html):
             text, label = re.sub(r"<[^>]+>", "", html_text), labels[anchor]
             cited += 1
             # [Cover and Thomas, 2006] in parentheses; Bridle [1990] in running text

@@ -17,7 +17,11 @@ pytestmark = pytest.mark.site
 
 def public_functions():
     """``xentlib.<name>`` for every function a user is promised."""
-    top = [f"xentlib.{name}" for name in xentlib.__all__ if inspect.isfunction(getattr(xentlib, name))]
+    top = [
+        f"xentlib.{name}"
+        for name in xentlib.__all__
+        if inspect.isfunction(getattr(xentlib, name))
+    ]
     naive = [f"xentlib.naive.{name}" for name in xentlib.naive.__all__]
     return [*top, *naive, "xentlib.sharded.cross_entropy"]
 

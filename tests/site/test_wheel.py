@@ -24,7 +24,9 @@ def test_wheel_installs_and_imports(notebook_venv, tmp_path):
     result = subprocess.run([str(notebook_venv / "bin" / "python"), "-c", PROBE], cwd=tmp_path,
                             capture_output=True, text=True, check=True)
     found = json.loads(result.stdout)
-    assert Path(found["file"]).is_relative_to(notebook_venv), f"imported {found['file']}, not the wheel"
+    assert Path(found["file"]).is_relative_to(notebook_venv), (
+        f"imported {found['file']}, not the wheel"
+    )
     assert found["version"] == found["metadata"] == xentlib.__version__
     assert found["license"] == "MIT"
     assert math.isclose(found["loss"], math.log(2), rel_tol=1e-15)
