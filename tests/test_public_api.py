@@ -1,4 +1,4 @@
-"""The public names and signatures of DESIGN §2, and an import that leaves CuPy and Dask alone."""
+"""The public names and signatures, and an import that leaves CuPy and Dask alone."""
 
 import inspect
 import os

@@ -1,4 +1,4 @@
-"""Input validation: one function per rule of DESIGN §3, each with its message.
+"""Input validation: one function per rule for bad input, each with its message.
 
 Messages follow one pattern, ``<function>: <argument>[<index>] = <value> <what
 is wrong>; expected <what is right>``, and tests match them, so they are API.
@@ -16,6 +16,7 @@ __all__ = [
     "check_ignore_index",
     "check_linear_shapes",
     "check_num_classes",
+    "as_array",
     "check_out",
     "class_indices_only",
     "classes_last",
@@ -31,6 +32,20 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
+
+
+def as_array(func, name, value, xp):
+    """``value`` as an array of ``xp``, or the house error for what cannot be one.
+
+    A ragged list, or one holding strings or objects NumPy cannot convert,
+    would otherwise fail deep inside NumPy naming neither function nor argument.
+    """
+    try:
+        return xp.asarray(value)
+    except (ValueError, TypeError) as error:
+        msg = (f"{func}: {name} cannot be read as an array ({error}); expected an array or "
+               "a nested list of numbers of one shape")
+        raise ValueError(msg) from None
 
 
 def _where(position):
@@ -196,7 +211,7 @@ def probability_target(func, target, xp):
 
 def weight_vector(func, weight, num_classes, dtype, xp):
     """Return ``weight`` as a float vector of one finite, non-negative entry per class."""
-    weight = xp.asarray(weight)
+    weight = as_array(func, "weight", weight, xp)
     work_dtype(func, "weight", weight.dtype, xp)
     if weight.shape != (num_classes,):
         got = f"{weight.shape[0]} entries" if weight.ndim == 1 else f"shape {weight.shape}"

@@ -73,7 +73,7 @@ def numerical_gradient(
     True
     """
     xp = namespace_of("numerical_gradient", x=x)
-    array = xp.asarray(x)
+    array = _checks.as_array("numerical_gradient", "x", x, xp)
     dtype = _checks.result_dtype(array.dtype, xp)
     _checks.work_dtype("numerical_gradient", "x", array.dtype, xp)
     if eps is not None and not (

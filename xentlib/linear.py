@@ -79,8 +79,10 @@ def _prepare(func, hidden, classifier, target, bias, chunk_size, options):
     """Validate everything; return the namespace, the chunked layer and the target."""
     xp = namespace_of(func, hidden=hidden, classifier=classifier, target=target, bias=bias,
                       weight=options["weight"])
-    hidden, classifier, target = xp.asarray(hidden), xp.asarray(classifier), xp.asarray(target)
-    bias = None if bias is None else xp.asarray(bias)
+    hidden = _checks.as_array(func, "hidden", hidden, xp)
+    classifier = _checks.as_array(func, "classifier", classifier, xp)
+    target = _checks.as_array(func, "target", target, xp)
+    bias = None if bias is None else _checks.as_array(func, "bias", bias, xp)
     named = {"hidden": hidden, "classifier": classifier, "bias": bias}
     dtype = xp.result_type(*(
         _checks.work_dtype(func, name, x.dtype, xp) for name, x in named.items() if x is not None

@@ -22,7 +22,8 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
     """Validate everything; return the namespace, the logits with classes last, the dtype to
     compute in, the target, and the z-loss and reduction as checked."""
     xp = namespace_of(func, logits=logits, target=target, weight=weight, out=out)
-    logits, target = xp.asarray(logits), xp.asarray(target)
+    logits = _checks.as_array(func, "logits", logits, xp)
+    target = _checks.as_array(func, "target", target, xp)
     dtype = _checks.logits_dtype(func, logits, axis, xp)
     z = xp.moveaxis(logits, axis, -1)
     kind = _checks.target_kind(func, target, logits.shape, axis)
@@ -383,7 +384,7 @@ def one_hot(labels: ArrayLike, num_classes: int, dtype: DTypeLike | None = None)
      [1. 0. 0.]]
     """
     xp = namespace_of("one_hot", labels=labels)
-    indices = xp.asarray(labels)
+    indices = _checks.as_array("one_hot", "labels", labels, xp)
     if indices.dtype.kind not in "iu":
         msg = f"one_hot: labels has dtype {indices.dtype}; expected integer class indices"
         raise TypeError(msg)

@@ -46,8 +46,9 @@ def _shard_statistics(z, t, labels, classes, spread, dtype):
     0); the shard's ``sum_k spread_k (z_k - t)`` (0 without smoothing).
     """
     xp = get_namespace(z)
-    shifted = z.astype(dtype, copy=False) - t[:, None]
-    with errstate(xp, invalid="ignore"):
+    # Logits spanning more than the float range make z - t = -inf (exp 0) without a warning.
+    with errstate(xp, over="ignore", invalid="ignore"):
+        shifted = z.astype(dtype, copy=False) - t[:, None]
         e = xp.exp(shifted)
         top = xp.argmax(shifted, axis=-1)
         holds = shifted[xp.arange(len(top)), top] == 0
@@ -112,7 +113,7 @@ def _prepare(logits, target, options):
         )
         raise TypeError(msg)
     xp = namespace_of(_FUNC, logits=logits._meta, target=target, weight=options["weight"])
-    target = xp.asarray(target)
+    target = _checks.as_array(_FUNC, "target", target, xp)
     dtype = _checks.work_dtype(_FUNC, "logits", logits.dtype, xp)
     items, classes = logits.shape
     _checks.class_indices_only(_FUNC, target, (items,), classes)

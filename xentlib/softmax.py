@@ -30,7 +30,7 @@ def _log_sum_exp_shifted(shifted, xp):
 def _prepare(func, x, axis, empty_ok=False):
     """Validate; return the namespace, ``x`` with the axis last, and the result's dtype."""
     xp = namespace_of(func, x=x)
-    x = xp.asarray(x)
+    x = _checks.as_array(func, "x", x, xp)
     z = _checks.classes_last(func, x, axis, xp, empty_ok)
     return xp, z, _checks.result_dtype(x.dtype, xp)
 
