@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._namespace import errstate
-
 Array = Any
 
 __all__ = [
@@ -80,12 +78,15 @@ def log_sum_exp(xp: Any, shift: Array, rest: Array) -> tuple[Array, Array]:
     """``s0 = log1p(rest)`` and ``LSE = shift + s0``, both 0 for a fully masked item.
 
     Such an item has no log-sum-exp to penalize: the z-loss and its gradient
-    add nothing to it.
+    add nothing to it. Callers hold an `errstate` that ignores division by 0
+    and invalid values (``log1p(-1)``, ``inf - inf``): one per call, not one
+    per step, since entering it costs as much as a small array operation.
     """
-    with errstate(xp, divide="ignore", invalid="ignore"):
-        s = xp.log1p(rest)
-        masked = xp.isneginf(s)
-        return xp.where(masked, 0, s), xp.where(masked, 0, shift + s)
+    s = xp.log1p(rest)
+    masked = xp.isneginf(s)
+    if not bool(masked.any()):
+        return s, shift + s
+    return xp.where(masked, 0, s), xp.where(masked, 0, shift + s)
 
 
 def item_losses(xp: Any, shift: Array, rest: Array, cross: Callable[[Array], Array],
@@ -95,15 +96,14 @@ def item_losses(xp: Any, shift: Array, rest: Array, cross: Callable[[Array], Arr
     ``cross(s0)`` is the target's part, ``sum_k q_k (s0 - shifted_k)``. A
     fully masked item costs ``+inf`` where it carries target mass (its
     label's shifted logit is -inf) and 0 where it carries none. A +inf logit
-    leaves the distribution undefined: that item's loss is NaN.
+    leaves the distribution undefined: that item's loss is NaN. Callers hold
+    the `errstate` of `log_sum_exp`.
     """
     s0, lse = log_sum_exp(xp, shift, rest)
-    with errstate(xp, invalid="ignore"):
-        loss = cross(s0)
-        if z_loss:
-            loss = loss + z_loss * lse**2
-        loss = xp.where(xp.isposinf(s0), xp.nan, loss)
-    return loss, s0, lse
+    loss = cross(s0)
+    if z_loss:
+        loss = loss + z_loss * lse**2
+    return xp.where(xp.isposinf(s0), xp.nan, loss), s0, lse
 
 
 def grad_coefficient(mass: Array, lse: Array, z_loss: float, divisor: Any) -> Array:

@@ -100,8 +100,9 @@ class Pass:
     def losses(self) -> Array:
         """Each item's loss, shaped like the batch, from the statistics of the pass."""
         target, sums = self.target, self.sums
-        loss = item_losses(self.xp, self.m, self.rest, lambda s0: target.cross(sums, s0),
-                           self.z_loss)[0]
+        with errstate(self.xp, invalid="ignore", divide="ignore"):
+            loss = item_losses(self.xp, self.m, self.rest, lambda s0: target.cross(sums, s0),
+                               self.z_loss)[0]
         return target.on_items(loss).reshape(self.batch_shape)
 
     def _read(self, a: Array, index: Any, scratch: _Scratch, name: str) -> Array:
@@ -141,36 +142,42 @@ class Pass:
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
-    def _shift(self, z: Array, rows: BlockRows) -> tuple[Array, Array | None]:
+    def _shift(self, z: Array, rows: BlockRows) -> tuple[Array, Any]:
         """Each row's shift (its max where finite, else 0) and the rows that can skip it.
 
         With a row max in ``[0, unshifted_max]``, ``exp(z)`` cannot overflow
         (nor can the row's sum) and underflows no sooner than ``exp(z - m)``,
         so the subtraction, a full sweep over the block, can be skipped. Only
-        for float32; None where every row is shifted.
+        for float32; None where every row is shifted, True where none is.
         """
         top = z[rows.r, rows.top]
         m = self.m[rows.items]
-        m[...] = finite_shift(top, self.xp)
-        if self.unshifted_max is None:
+        # Two reductions settle the common block (every max finite, all in range or none).
+        low, high = float(top.min()), float(top.max())
+        finite = -math.inf < low and high < math.inf  # False for NaN too
+        m[...] = top if finite else finite_shift(top, self.xp)
+        if self.unshifted_max is None or high < 0 or low > self.unshifted_max:
             return m, None
+        if finite and low >= 0 and high <= self.unshifted_max:
+            return m, True
         return m, (top >= 0) & (top <= self.unshifted_max)
 
     def _exponentials(self, z: Array, m: Array, q: Array | None, safe: Array | None, e: Array,
                       rows: BlockRows) -> Any:
         """Write the block's exponentials into ``e``; return which rows went unshifted.
 
-        True for all of them, None for none, else a mask. A target with a
-        dense part (``q``) needs the shifted logits: then every row is
-        shifted, and the target's sums are taken on the way.
+        True for all of them, None for none, else a mask; ``safe`` is what
+        `_shift` found, in the same form. A target with a dense part (``q``)
+        needs the shifted logits: then every row is shifted, and the target's
+        sums are taken on the way.
         """
         xp = self.xp
-        if q is not None or safe is None or not bool(safe.any()):
+        if q is not None or safe is None or not (safe is True or bool(safe.any())):
             xp.subtract(z, m[:, None], out=e)
             self.target.dot(self.sums, e, q, rows)
             xp.exp(e, out=e)
             return None
-        if bool(safe.all()):
+        if safe is True or bool(safe.all()):
             xp.exp(z, out=e)
             return True
         xp.subtract(z, xp.where(safe, 0, m)[:, None], out=e)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Protocol
 
-from ._namespace import errstate
-
 Array = Any
 
 __all__ = [
@@ -134,10 +132,9 @@ def index_cross(xp: Any, hit: Array, label: Array, spread_mass: Any, dense: Arra
     ``label`` is the label's shifted logit, ``dense`` the smoothing's
     ``sum_k spread_k shifted_k`` (None without smoothing).
     """
-    with errstate(xp, invalid="ignore"):
-        loss = xp.where(hit == 0, 0, hit * (s0 - label))
-        if dense is not None:
-            loss = loss + cross_from_sums(xp, spread_mass, s0, dense)
+    loss = xp.where(hit == 0, 0, hit * (s0 - label))
+    if dense is not None:
+        loss = loss + cross_from_sums(xp, spread_mass, s0, dense)
     return loss
 
 
@@ -168,7 +165,8 @@ class ClassIndices:
         self.labels = labels if self.valid is None else xp.where(self.valid, labels, 0)
         label_weight = xp.ones(labels.shape, dtype=dtype) if weight is None else weight[self.labels]
         label_weight = self.on_items(label_weight)
-        self.count = xp.sum(label_weight)
+        unweighted = weight is None and self.valid is None
+        self.count = labels.size if unweighted else xp.sum(label_weight)
         self.hit = (1 - label_smoothing) * label_weight
         self.spread: Array = None
         self.spread_mass: Any = 0
@@ -313,8 +311,8 @@ def reduction_divisor(xp: Any, count: Any, reduction: str | float, dtype: Any) -
         return 1
     if reduction != "mean":
         return reduction
-    count = xp.asarray(count, dtype=dtype)
-    return xp.where(count == 0, xp.inf, count)
+    count = float(count)  # a Python float divides any dtype without promoting it
+    return count if count else math.inf
 
 
 def reduce_losses(xp: Any, loss: Array, divisor: Any, reduction: str | float) -> Array:

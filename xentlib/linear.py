@@ -204,7 +204,8 @@ def _losses(func, hidden, classifier, target, bias, chunk_size, options):
         """The target's part of each item's loss."""
         return index_cross(xp, labels.hit, label_shifted, labels.spread_mass, spread_shifted, s0)
 
-    loss, s0, lse = item_losses(xp, t, rest, cross, z_loss)
+    with errstate(xp, invalid="ignore", divide="ignore"):
+        loss, s0, lse = item_losses(xp, t, rest, cross, z_loss)
     divisor = reduction_divisor(xp, labels.count, reduction, linear.dtype)
     loss = reduce_losses(xp, labels.on_items(loss).reshape(batch_shape), divisor, reduction)
     coefficient = grad_coefficient(labels.mass, lse, z_loss, divisor)

@@ -157,7 +157,13 @@ def cross_entropy(
     or NaN logit makes that item's loss NaN and leaves the others alone.
     Nothing to average (an empty batch, every item ignored, or weights summing
     to 0) gives a mean of 0.0 and a zero gradient, where torch gives NaN: a
-    batch that teaches nothing should not poison the parameters.
+    batch that teaches nothing should not poison the parameters. A row whose
+    every logit is -inf costs +inf where it carries target mass and 0 where it
+    carries none; its gradient is 0 either way, and the z-loss adds nothing to
+    it. One limit, shared with torch: with label smoothing or probability
+    targets, logits that span more than the largest float (``1e308`` and
+    ``-1e308`` in one float64 row) make a term ``z_k - LSE`` overflow, and the
+    loss is inf though the exact loss may be finite.
 
     References
     ----------

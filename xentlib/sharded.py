@@ -76,7 +76,8 @@ def _item_losses(statistics, t, hit, valid, spread_mass, z_loss):
         """The target's part of each item's loss."""
         return index_cross(xp, hit, statistics[:, 2], spread_mass, dense, s0)
 
-    loss = item_losses(xp, t, rest, cross, z_loss)[0]
+    with errstate(xp, invalid="ignore", divide="ignore"):
+        loss = item_losses(xp, t, rest, cross, z_loss)[0]
     return loss if valid is None else xp.where(valid, loss, 0)
 
 
