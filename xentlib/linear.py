@@ -33,10 +33,24 @@ from ._typing import ArrayLike, FloatArray, Loss, Reduction
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
-# The (items x classes) block that one chunk works on: a few MiB is enough for
-# the matrix products to run at full speed, and the peak extra memory is a
-# small multiple of it whatever the vocabulary.
-_BLOCK_BYTES = 2 * 2**20
+# The default chunk (`_default_chunk_size`): a sliver of the vocabulary, so the
+# (items x chunk) block a walk keeps stays near 3% of the logits it never builds, but
+# never so thin that a chunk's matrix product has too little work to run at full speed.
+_VOCABULARY_SLICES = 32
+_MIN_CHUNK_BYTES = 16 * 2**20  # of N x D x chunk multiply-adds, counted in the dtype
+
+
+def _default_chunk_size(items: int, features: int, classes: int, itemsize: int) -> int:
+    """Classes per chunk when ``chunk_size`` is None: ``V / 32``, or more for thin products.
+
+    ``max(V // 32, 16 MiB / (N D itemsize), 1)``, at most ``V``. The first
+    term bounds the memory by a fixed share of the logits, whatever the
+    vocabulary; the second gives each chunk's ``(N, D) @ (D, chunk)`` product
+    at least 16 MiB worth of multiply-adds, so the per-chunk overhead stays
+    small when there are few items or features.
+    """
+    thin = _MIN_CHUNK_BYTES // max(1, items * features * itemsize)
+    return max(1, min(classes, max(classes // _VOCABULARY_SLICES, thin)))
 
 
 class _Linear:
@@ -53,7 +67,7 @@ class _Linear:
         self.bias = None if bias is None else bias.astype(dtype, copy=False)
         items, classes = self.hidden.shape[0], classifier.shape[0]
         if chunk_size is None:
-            chunk_size = max(1, _BLOCK_BYTES // (max(items, 1) * dtype.itemsize))
+            chunk_size = _default_chunk_size(items, self.hidden.shape[1], classes, dtype.itemsize)
         self.chunk = min(chunk_size, classes)
         self._buffer = xp.empty(items * self.chunk, dtype=dtype)
 
@@ -248,8 +262,9 @@ def linear_cross_entropy(
     bias : array_like, shape (V,), optional
         Added to every item's logits.
     chunk_size : int, optional
-        Classes per chunk. By default as many as fit a block of about 2 MiB
-        of logits (at least one), so the memory stays flat as ``V`` grows.
+        Classes per chunk. By default ``max(V // 32, 16 MiB / (N D itemsize))``,
+        at most ``V``: the extra memory stays near 1/32 of the logits, and
+        every chunk's matrix product has enough work to run at full speed.
     weight, ignore_index, label_smoothing, z_loss, reduction
         As for `xentlib.cross_entropy` with class-index targets (smoothing
         spreads ``eps`` over all ``V`` classes).
