@@ -46,7 +46,7 @@ class TestSoftmax:
     @pytest.mark.parametrize("bad", [INF, np.nan])
     def test_plus_inf_or_nan_gives_nan_in_its_row_only(self, xp, bad):
         p = xentlib.to_numpy(xentlib.softmax(xp.asarray([[1.0, bad], [0.0, 0.0]])))
-        assert np.isnan(p[0, 1])
+        assert np.isnan(p[0]).all()  # no distribution at all, not a half-finite one
         np.testing.assert_array_equal(p[1], [0.5, 0.5])
 
     @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "bfloat16"])
@@ -137,3 +137,25 @@ class TestLogsumexp:
         # exp(20) overflows float16 (max 65504); the max shift does not.
         lse = xentlib.logsumexp(xp.asarray(np.array([20.0, 20.0], dtype=np.float16)))
         assert_close(lse, xp.asarray(np.float16(20.0 + np.log(2))), rtol=1e-3)
+
+
+class TestNumpyConventions:
+    """Where the design is silent, xentlib answers as NumPy and SciPy do."""
+
+    @pytest.mark.parametrize("func", [xentlib.logsumexp, xentlib.naive.logsumexp])
+    def test_full_reduction_is_a_numpy_scalar(self, func):
+        # As np.sum and scipy.special.logsumexp: a scalar, not a 0-d array.
+        assert type(func(np.array([1000.0, 1000.0]) / 1000)) is np.float64
+
+    def test_loss_reductions_are_numpy_scalars(self):
+        logits, labels = np.array([[1.0, 2.0], [0.5, 0.0]], np.float32), np.array([0, 1])
+        for reduction in ("mean", "sum", 2.0):
+            loss = xentlib.cross_entropy(logits, labels, reduction=reduction)
+            assert type(loss) is np.float32, reduction
+        assert type(xentlib.cross_entropy_with_grad(logits, labels)[0]) is np.float32
+        assert type(xentlib.linear_cross_entropy(logits, np.eye(2), labels)) is np.float64
+
+    def test_logsumexp_over_an_empty_axis_is_minus_inf(self):
+        x = np.zeros((2, 0, 3))
+        np.testing.assert_array_equal(xentlib.logsumexp(x, axis=1),
+                                      scipy.special.logsumexp(x, axis=1))
