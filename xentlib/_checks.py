@@ -2,7 +2,7 @@
 
 Messages follow one pattern, ``<function>: <argument>[<index>] = <value> <what
 is wrong>; expected <what is right>``, and tests match them, so they are API.
-A check costs one device-to-host sync (``bool(xp.any(bad))``); only when it is
+A check costs one device-to-host sync (``bool(bad.any())``); only when it is
 about to raise does it look for the first offender.
 """
 
@@ -60,8 +60,9 @@ def _first(xp, bad):
 
 def _is_half(dtype):
     """Whether ``dtype`` is float16 or bfloat16, computed in float32."""
-    # bfloat16 comes from ml_dtypes and has no NumPy kind of its own; its name is stable.
-    return dtype.name in ("float16", "bfloat16")
+    # bfloat16 comes from ml_dtypes and has no NumPy kind of its own; its type's name is
+    # stable (and cheaper to read than dtype.name, which NumPy builds in Python).
+    return dtype.type.__name__ in ("float16", "bfloat16")
 
 
 def work_dtype(func, name, dtype, xp):
@@ -178,7 +179,7 @@ def index_target(func, name, labels, num_classes, axis, ignore_index, xp):
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad &= labels != ignore_index
-    if bool(xp.any(bad)):
+    if bool(bad.any()):
         position = _first(xp, bad)
         msg = (
             f"{func}: {name}{_where(position)} = {int(labels[position])} is outside "
@@ -201,7 +202,7 @@ def probability_target(func, target, xp):
     if target.size == 0 or bool(xp.min(target) >= 0):
         return
     bad = ~(target >= 0)
-    if bool(xp.any(bad)):
+    if bool(bad.any()):
         position = _first(xp, bad)
         value = float(target[position])
         what = "is not a number" if value != value else "is negative"
@@ -219,7 +220,7 @@ def weight_vector(func, weight, num_classes, dtype, xp):
         raise ValueError(msg)
     weight = weight.astype(dtype, copy=False)
     bad = ~((weight >= 0) & (weight < xp.inf))
-    if bool(xp.any(bad)):
+    if bool(bad.any()):
         position = _first(xp, bad)
         msg = (f"{func}: weight{_where(position)} = {float(weight[position])} is not a finite "
                "number >= 0; expected class weights in [0, inf)")

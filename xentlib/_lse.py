@@ -56,7 +56,7 @@ def split_top(e: Array, top: Array, xp: Any) -> tuple[Array, Array]:
     rows = xp.arange(e.shape[0])
     e_top = e[rows, top]
     e[rows, top] = 0
-    return e_top, xp.sum(e, axis=-1)
+    return e_top, e.sum(axis=-1)
 
 
 def merge_partials(xp: Any, first: tuple[Array, Array],

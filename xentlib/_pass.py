@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from . import _blocked
 from ._lse import finite_shift, grad_coefficient, item_losses, log_sum_exp, split_top
 from ._namespace import errstate, in_row_blocks
@@ -24,6 +26,8 @@ from ._targets import BlockRows, ItemSums, Target
 Array = Any
 
 __all__ = ["Pass"]
+
+_LOG_FLOAT32_MAX = math.log(float(np.finfo(np.float32).max))
 
 
 class _Scratch:
@@ -75,7 +79,7 @@ class Pass:
         # callers expect the last bits; float32 skips the shift where it is not needed.
         self.unshifted_max = None
         if dtype == xp.float32:
-            self.unshifted_max = math.log(float(xp.finfo(dtype).max)) - math.log(num_classes) - 1
+            self.unshifted_max = _LOG_FLOAT32_MAX - math.log(num_classes) - 1
         rows = _blocked.rows_per_block(num_classes * dtype.itemsize) if in_row_blocks(xp) else n
         self.blocks = list(_blocked.row_blocks(layout, rows)) if n else []
         self.scratch_size = min(rows, n) * num_classes

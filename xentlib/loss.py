@@ -25,7 +25,8 @@ def _prepare(func, logits, target, axis, weight, ignore_index, label_smoothing, 
     logits = _checks.as_array(func, "logits", logits, xp)
     target = _checks.as_array(func, "target", target, xp)
     dtype = _checks.logits_dtype(func, logits, axis, xp)
-    z = xp.moveaxis(logits, axis, -1)
+    # moveaxis costs microseconds of Python even when it has nothing to move
+    z = logits if axis in (-1, logits.ndim - 1) else xp.moveaxis(logits, axis, -1)
     kind = _checks.target_kind(func, target, logits.shape, axis)
     label_smoothing, z_loss, reduction = _checks.options(func, kind, ignore_index,
                                                          label_smoothing, z_loss, reduction)
