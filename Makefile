@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv book lint test site-test gpu-test bench bench-sweep clean
+.PHONY: venv book lint test test-slow mutation site-test gpu-test bench bench-sweep clean
 
 # Reinstall when the pins or the package metadata change.
 $(VENV)/installed: requirements.txt pyproject.toml
@@ -40,6 +40,16 @@ lint: $(VENV)/installed
 test: lint
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/book.yml
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# Every hypothesis property at 3000 examples, up to 50000 classes, blocked and not
+# (about 4 minutes on two cores).
+test-slow: $(VENV)/installed
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -m slow tests
+
+# Each of tools/mutate.py's single-line mistakes planted in a copy of the package,
+# tests/ run once per mistake (no nbval): about 20 minutes on two cores.
+mutation: $(VENV)/installed
+	$(BIN)/python tools/mutate.py
 
 # The built site in Debian's Chromium (apt-get install chromium): every page of the
 # table of contents loads, renders its math, stays on the local server; screenshots

@@ -1,5 +1,7 @@
 """The ``xp`` fixture: every backend test runs on NumPy, read-only NumPy and CuPy."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -8,7 +10,9 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "xentlib", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-settings.load_profile("xentlib")
+# `make test-slow`: HYPOTHESIS_PROFILE=ci pytest -m slow, every property at 3000 examples.
+settings.register_profile("ci", parent=settings.get_profile("xentlib"), max_examples=3000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "xentlib"))
 
 
 class ReadOnlyNumPy:

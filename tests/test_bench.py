@@ -170,12 +170,35 @@ def test_sweep_rows_have_the_schema_and_consistent_times(sweep):
         assert r["ns_per_logit"] == pytest.approx(1e9 * r["seconds"] / r["elements"])
 
 
-def test_sweep_repeats_fast_calls_until_a_sample_lasts_min_seconds(sweep):
-    for r in sweep:
-        # every sample lasted min_seconds, less the timer's jitter
-        assert r["calls"] * min(r["times"]) > 0.5 * SWEEP["min_seconds"]
-    [tiny] = [r["calls"] for r in sweep if r["elements"] == 100 and r["method"] == "numpy stable"]
-    assert tiny > 1  # four NumPy calls on 100 logits take far less than 0.5 ms
+class _Clock:
+    """A perf_counter that moves only when the timed method is called: timing without time."""
+
+    def __init__(self, seconds_per_call):
+        self.now, self.step = 0.0, seconds_per_call
+
+    def __call__(self):
+        return self.now
+
+    def call(self):
+        self.now += self.step
+
+
+@pytest.mark.parametrize(("seconds_per_call", "calls"), [(1e-5, 50), (3e-4, 2), (1e-3, 1)])
+def test_fast_calls_are_repeated_until_a_sample_lasts_min_seconds(monkeypatch, seconds_per_call,
+                                                                  calls):
+    clock = _Clock(seconds_per_call)
+    monkeypatch.setattr(_timing.time, "perf_counter", clock)
+    method = _methods._Method("loss", clock.call)
+    assert _timing._calls_per_sample(method, min_seconds=5e-4) == calls
+    assert _timing._sample(method, calls) == pytest.approx(seconds_per_call)
+
+
+def test_a_slow_first_call_is_timed_alone(monkeypatch):
+    # A call of a tenth of a second needs no company, and is not repeated to find out.
+    clock = _Clock(0.2)
+    monkeypatch.setattr(_timing.time, "perf_counter", clock)
+    assert _timing._calls_per_sample(_methods._Method("loss", clock.call), 5e-3) == 1
+    assert clock.now == pytest.approx(0.2)
 
 
 def test_sweep_table_has_a_line_per_size_and_ratios_to_numpy(sweep):

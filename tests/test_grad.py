@@ -1,11 +1,15 @@
-"""The analytic gradient: against finite differences for every option, fused against separate."""
+"""The analytic gradient: against finite differences and the float64 reference for every option.
+
+The reference gradient itself is checked here against torch autograd and
+against finite differences of the reference loss.
+"""
 
 import numpy as np
 import pytest
 
 import xentlib
 
-from .helpers import BFLOAT16, assert_close
+from .helpers import BFLOAT16, assert_close, reference_cross_entropy, reference_cross_entropy_grad
 
 RNG = np.random.default_rng(11)
 WEIGHT = np.array([0.5, 2.0, 1.0, 3.0])
@@ -40,6 +44,9 @@ def _check_against_finite_differences(xp, logits, target, **options):
 
     analytic = xentlib.cross_entropy_grad(logits, target, **options)
     assert_close(analytic, xentlib.numerical_gradient(loss, logits), rtol=1e-6, atol=1e-9)
+    expected = reference_cross_entropy_grad(xentlib.to_numpy(logits), xentlib.to_numpy(target),
+                                            **options)
+    assert_close(analytic, xp.asarray(expected), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("options", CASES.values(), ids=CASES.keys())
@@ -74,8 +81,8 @@ def test_reduction_none_gives_each_items_own_gradient(xp):
     assert_close(per_item, summed)
     # One item's gradient involves only its own logits.
     for i in range(logits.shape[0]):
-        own = xentlib.cross_entropy_grad(xp.asarray(logits[i : i + 1]), xp.asarray(labels[i : i + 1]),
-                                         reduction="sum")
+        own = xentlib.cross_entropy_grad(xp.asarray(logits[i : i + 1]),
+                                         xp.asarray(labels[i : i + 1]), reduction="sum")
         assert_close(per_item[i : i + 1], own)
 
 
@@ -88,22 +95,28 @@ def test_is_softmax_minus_one_hot_over_n(xp):
 
 class TestFused:
     @pytest.mark.parametrize("options", CASES.values(), ids=CASES.keys())
-    def test_equals_separate_calls(self, xp, options):
+    def test_equals_the_reference(self, xp, options):
         logits, labels = _index_problem()
-        logits, labels = xp.asarray(logits), xp.asarray(labels)
         ignore = dict(ignore_index=-100) if "ignore_index" not in options else {}
         for reduction in ("mean", "none"):
             opts = {"reduction": reduction, **ignore, **options}
-            loss, grad = xentlib.cross_entropy_with_grad(logits, labels, **opts)
-            assert_close(loss, xentlib.cross_entropy(logits, labels, **opts), rtol=0)
-            assert_close(grad, xentlib.cross_entropy_grad(logits, labels, **opts), rtol=0)
+            loss, grad = xentlib.cross_entropy_with_grad(xp.asarray(logits), xp.asarray(labels),
+                                                         **opts)
+            assert_close(loss, xp.asarray(reference_cross_entropy(logits, labels, **opts)),
+                         rtol=1e-13, atol=1e-16)
+            assert_close(grad, xp.asarray(reference_cross_entropy_grad(logits, labels, **opts)),
+                         rtol=1e-12, atol=1e-15)
+            # Users swap one for the other and expect the same number, to the last bit.
+            alone = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), **opts)
+            assert_close(loss, alone, rtol=0)
 
     def test_out_buffer_is_filled_and_returned(self, xp):
         logits, labels = _index_problem()
         labels.flat[1] = 0
         out = np.full_like(logits, np.nan)
         out = xp.asarray(out) if xp.__name__ != "numpy" else out
-        loss, grad = xentlib.cross_entropy_with_grad(xp.asarray(logits), xp.asarray(labels), out=out)
+        loss, grad = xentlib.cross_entropy_with_grad(xp.asarray(logits), xp.asarray(labels),
+                                                     out=out)
         assert grad is out
         assert_close(grad, xentlib.cross_entropy_grad(xp.asarray(logits), xp.asarray(labels)))
 
@@ -132,6 +145,55 @@ class TestFused:
         assert loss.dtype == np.float32
         assert grad is work
         assert_close(work, expected, rtol=0)
+
+
+def _kinds_and_cases(without=None):
+    """Every case with class indices, and those without ignore_index with probabilities."""
+    return [pytest.param(kind, options, id=f"{kind}-{name}")
+            for kind in ("index", "probability") for name, options in CASES.items()
+            if without not in options and not (kind == "probability" and "ignore_index" in options)]
+
+
+class TestReference:
+    """The float64 reference gradient that the library's gradients are compared with."""
+
+    @pytest.mark.parametrize(("kind", "options"), _kinds_and_cases())
+    def test_against_finite_differences_of_the_reference_loss(self, kind, options):
+        logits, target = _index_problem(shape=(4, 4, 3), axis=1)
+        if kind == "probability":
+            target = np.moveaxis(RNG.dirichlet(np.ones(4), size=(4, 3)), -1, 1)
+        elif "ignore_index" not in options:
+            target.flat[1] = 0
+
+        def loss(z):
+            return np.sum(reference_cross_entropy(z, target, axis=1, **options))
+
+        expected = xentlib.numerical_gradient(loss, logits)
+        actual = reference_cross_entropy_grad(logits, target, axis=1, **options)
+        assert_close(actual, expected, rtol=1e-6, atol=1e-9)
+
+    # torch has no z-loss.
+    @pytest.mark.parametrize(("kind", "options"), _kinds_and_cases(without="z_loss"))
+    def test_against_torch_autograd(self, kind, options):
+        torch = pytest.importorskip("torch", reason="torch (the CPU build) is the oracle")
+        logits, target = _index_problem()
+        if kind == "probability":
+            target = RNG.dirichlet(np.ones(4), size=5)
+        elif "ignore_index" not in options:
+            target.flat[1] = 0
+        reduction = options.get("reduction", "mean")
+        weight = options.get("weight")
+        weight = None if weight is None else torch.from_numpy(weight)
+        z = torch.from_numpy(logits.copy()).requires_grad_()
+        loss = torch.nn.functional.cross_entropy(
+            z, torch.from_numpy(target), weight=weight,
+            ignore_index=-100, label_smoothing=options.get("label_smoothing", 0.0),
+            reduction=reduction if isinstance(reduction, str) else "sum",
+        )
+        (loss if isinstance(reduction, str) else loss / reduction).backward()
+        expected = z.grad.numpy()
+        assert_close(reference_cross_entropy_grad(logits, target, **options), expected,
+                     rtol=1e-12, atol=1e-15)
 
 
 def test_numerical_gradient_of_a_quadratic(xp):

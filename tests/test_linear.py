@@ -1,4 +1,10 @@
-"""linear_cross_entropy: the chunked loss and gradients equal the dense ones, in bounded memory."""
+"""linear_cross_entropy: the chunked loss and gradients equal the float64 reference, in bounded
+memory.
+
+The reference is the dense definition (``tests/helpers``) applied to the full
+logits ``hidden @ classifier.T + bias`` in float64, its gradient pushed
+through the layer by hand: nothing of xentlib's own dense loss.
+"""
 
 import tracemalloc
 
@@ -6,9 +12,9 @@ import numpy as np
 import pytest
 
 import xentlib
-from xentlib.linear import merge_partials
+from xentlib._lse import merge_partials
 
-from .helpers import BFLOAT16, assert_close
+from .helpers import BFLOAT16, assert_close, reference_cross_entropy, reference_cross_entropy_grad
 
 RNG = np.random.default_rng(23)
 N, D, V = 6, 5, 11
@@ -44,15 +50,21 @@ def _problem(items=N, ignore_index=None, dtype=np.float64):
     return hidden, classifier, bias, labels
 
 
-def _dense(xp, hidden, classifier, labels, bias=None, **options):
-    """Loss and gradients through the full logits, with xentlib's dense cross-entropy."""
-    hidden, classifier = xp.asarray(hidden), xp.asarray(classifier)
-    logits = hidden @ classifier.T
+def _dense(xp, hidden, classifier, labels, bias=None, dtype=np.float64, **options):
+    """Loss and gradients from the float64 reference on the full logits, as ``dtype`` on ``xp``.
+
+    The layer's chain rule by hand: with ``g`` the gradient of the logits,
+    ``grad_hidden = g W``, ``grad_classifier = g^T h``, ``grad_bias = sum_i g_i``.
+    """
+    h, w = (xentlib.to_numpy(a).astype(np.float64) for a in (hidden, classifier))
+    logits = h @ w.T
     if bias is not None:
-        logits = logits + xp.asarray(bias)
-    loss, g = xentlib.cross_entropy_with_grad(logits, xp.asarray(labels), **options)
-    grads = [g @ classifier, g.T @ hidden]
-    return loss, grads if bias is None else [*grads, xp.sum(g, axis=0)]
+        logits = logits + xentlib.to_numpy(bias).astype(np.float64)
+    labels = xentlib.to_numpy(labels)
+    loss = reference_cross_entropy(logits, labels, **options)
+    g = reference_cross_entropy_grad(logits, labels, **options)
+    grads = [g @ w, g.T @ h] + ([] if bias is None else [np.sum(g, axis=0)])
+    return xp.asarray(np.asarray(loss, dtype)), [xp.asarray(x.astype(dtype)) for x in grads]
 
 
 def _case(xp, options, items=N):
@@ -75,7 +87,7 @@ class TestMatchesDense:
         assert_close(loss, dense_loss, rtol=1e-12)
         assert_close(loss_g, dense_loss, rtol=1e-12)
         assert len(grads) == len(dense_grads)
-        for grad, dense in zip(grads, dense_grads):
+        for grad, dense in zip(grads, dense_grads, strict=True):
             assert_close(grad, dense, rtol=1e-10, atol=1e-15)
 
     @pytest.mark.parametrize("chunk_size", [1, 4, None])
@@ -86,7 +98,7 @@ class TestMatchesDense:
                                                         **options)
         dense_loss, dense_grads = _dense(xp, *arrays, bias=bias, **options)
         assert_close(result[0], dense_loss, rtol=1e-12)
-        for grad, dense in zip(result[1:], dense_grads):
+        for grad, dense in zip(result[1:], dense_grads, strict=True):
             assert_close(grad, dense, rtol=1e-10, atol=1e-15)
 
     def test_batch_dimensions(self, xp):
@@ -134,12 +146,12 @@ class TestMatchesDense:
         for options in (dict(), dict(weight=np.where(np.arange(V) == 2, 0.0, 1.0),
                                      label_smoothing=0.1)):
             args = [xp.asarray(a) for a in (hidden, classifier, labels)]
-            result = xentlib.linear_cross_entropy_with_grad(*args, bias=xp.asarray(bias),
-                                                            chunk_size=4, reduction="none", **options)
+            result = xentlib.linear_cross_entropy_with_grad(
+                *args, bias=xp.asarray(bias), chunk_size=4, reduction="none", **options)
             dense_loss, dense_grads = _dense(xp, *args, bias=xp.asarray(bias), reduction="none",
                                              **options)
             assert_close(result[0], dense_loss, rtol=1e-12)
-            for grad, dense in zip(result[1:], dense_grads):
+            for grad, dense in zip(result[1:], dense_grads, strict=True):
                 assert_close(grad, dense, rtol=1e-10, atol=1e-15)
 
     def test_minus_inf_with_smoothing_mass_is_infinite(self, xp):
@@ -169,11 +181,10 @@ class TestDtypes:
         result = xentlib.linear_cross_entropy_with_grad(
             xp.asarray(hidden), xp.asarray(classifier), xp.asarray(labels), bias=xp.asarray(bias),
             chunk_size=4, label_smoothing=0.1)
-        wide = [a.astype(np.float32) for a in (hidden, classifier)]
-        dense_loss, dense_grads = _dense(xp, *wide, labels, bias=bias.astype(np.float32),
-                                         label_smoothing=0.1)
+        dense_loss, dense_grads = _dense(xp, hidden, classifier, labels, bias=bias,
+                                         dtype=np.float32, label_smoothing=0.1)
         assert_close(result[0], dense_loss, rtol=1e-5)
-        for grad, dense in zip(result[1:], dense_grads):
+        for grad, dense in zip(result[1:], dense_grads, strict=True):
             assert grad.dtype == dtype
             assert_close(grad.astype(np.float32), dense, rtol=2e-2, atol=2e-3)
 
@@ -189,9 +200,9 @@ class TestDtypes:
                                             for a in _problem())
         args = [xp.asarray(a) for a in (hidden, classifier, labels)]
         result = xentlib.linear_cross_entropy_with_grad(*args, bias=xp.asarray(bias), chunk_size=3)
-        dense_loss, dense_grads = _dense(xp, *args, bias=xp.asarray(bias))
+        dense_loss, dense_grads = _dense(xp, *args, bias=xp.asarray(bias), dtype=np.float32)
         assert_close(result[0], dense_loss, rtol=1e-5)
-        for grad, dense in zip(result[1:], dense_grads):
+        for grad, dense in zip(result[1:], dense_grads, strict=True):
             assert_close(grad, dense, rtol=1e-4, atol=1e-7)
 
 
@@ -212,7 +223,7 @@ def test_gradients_against_finite_differences(options):
         xentlib.numerical_gradient(lambda w: total(hidden, w, bias), classifier),
         xentlib.numerical_gradient(lambda b: total(hidden, classifier, b), bias),
     ]
-    for analytic, expected in zip(grads, numeric):
+    for analytic, expected in zip(grads, numeric, strict=True):
         assert_close(analytic, expected, rtol=1e-6, atol=1e-9)
 
 
@@ -246,8 +257,40 @@ def test_peak_memory_is_a_small_fraction_of_the_logits(large_vocabulary, func):
     extra = peak - sum(r.nbytes for r in returned)
     assert extra < 0.10 * logits_bytes, f"{extra / 2**20:.1f} MiB extra"
     hidden, classifier, labels = large_vocabulary
-    dense = xentlib.cross_entropy(hidden @ classifier.T, labels)
-    assert_close(returned[0], dense, rtol=1e-5)
+    # The reference, 64 items at a time: 32 MiB of float64 logits each.
+    h, w = hidden.astype(np.float64), classifier.astype(np.float64)
+    items = np.concatenate([reference_cross_entropy(h[i : i + 64] @ w.T, labels[i : i + 64],
+                                                    reduction="none")
+                            for i in range(0, len(labels), 64)])
+    assert_close(returned[0], np.mean(items).astype(np.float32), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("items", "features", "classes", "itemsize", "expected"), [
+    (4096, 1024, 32768, 4, 1024),       # a 32nd of the vocabulary
+    (4096, 1024, 131072, 8, 4096),
+    (64, 64, 8192, 8, 512),             # thin products: 16 MiB / (64 * 64 * 8) > 8192 // 32
+    (8, 16, 32768, 4, 32768),           # thinner still: capped at V
+    (1, 1, 1, 4, 1),
+])
+def test_default_chunk_follows_the_documented_rule(items, features, classes, itemsize,
+                                                    expected):
+    # max(V // 32, 16 MiB / (N D itemsize)), at most V: the rule the docstring states.
+    assert xentlib.linear._default_chunk_size(items, features, classes, itemsize) == expected
+
+
+def test_default_chunk_is_used():
+    chunks = []
+    original = xentlib.linear._Linear.logits
+
+    def spy(self, lo, hi):
+        chunks.append(hi - lo)
+        return original(self, lo, hi)
+
+    hidden, classifier = RNG.normal(size=(512, 256)), RNG.normal(size=(4096, 256))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(xentlib.linear._Linear, "logits", spy)
+        xentlib.linear_cross_entropy(hidden, classifier, RNG.integers(0, 4096, size=512))
+    assert chunks == [128] * 32  # 4096 // 32, more than 16 MiB / (512 * 256 * 8) = 16
 
 
 def test_merging_partials_in_any_order_gives_logsumexp():
@@ -279,7 +322,8 @@ class TestErrors:
 
     def test_float_labels(self, xp):
         hidden, classifier, labels = self._args(xp)
-        with pytest.raises(TypeError, match=r"target has dtype float64 .*; expected an integer dtype"):
+        with pytest.raises(TypeError,
+                           match=r"target has dtype float64 .*; expected an integer dtype"):
             xentlib.linear_cross_entropy_with_grad(hidden, classifier, labels.astype(xp.float64))
 
     def test_label_out_of_range(self, xp):

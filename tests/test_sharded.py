@@ -1,11 +1,15 @@
-"""xentlib.sharded.cross_entropy: logits split over the classes in Dask chunks, as the dense loss."""
+"""xentlib.sharded.cross_entropy: logits split over the classes in Dask chunks, as the reference.
+
+The expected values come from the dense float64 definition in ``tests/helpers``,
+not from xentlib's own dense loss.
+"""
 
 import numpy as np
 import pytest
 
 import xentlib
 
-from .helpers import BFLOAT16, assert_close
+from .helpers import BFLOAT16, assert_close, reference_cross_entropy
 
 da = pytest.importorskip("dask.array")
 sharded = pytest.importorskip("xentlib.sharded")
@@ -45,12 +49,18 @@ def _problem(ignore_index=None, dtype=np.float64):
     return logits, labels
 
 
+def _reference(xp, logits, labels, **options):
+    """The float64 reference, rounded to the dtype the loss is returned in, on ``xp``."""
+    dtype = np.result_type(logits.dtype, np.float32)
+    return xp.asarray(np.asarray(reference_cross_entropy(logits, labels, **options), dtype))
+
+
 def _check(xp, logits, labels, chunks, scheduler="sync", rtol=1e-12, **options):
     loss = sharded.cross_entropy(da.from_array(xp.asarray(logits), chunks=chunks),
                                  xp.asarray(labels), **options)
     assert isinstance(loss, da.Array)
-    dense = xentlib.cross_entropy(xp.asarray(logits), xp.asarray(labels), **options)
-    assert_close(xp.asarray(loss.compute(scheduler=scheduler)), dense, rtol=rtol)
+    assert_close(xp.asarray(loss.compute(scheduler=scheduler)),
+                 _reference(xp, logits, labels, **options), rtol=rtol)
 
 
 @pytest.mark.parametrize("chunks", [CHUNKINGS["4_classes"], CHUNKINGS["1_class"]],
@@ -89,11 +99,10 @@ def test_distributed_cluster():
             none = sharded.cross_entropy(shards, labels, reduction="none", label_smoothing=0.1,
                                          ignore_index=-100)
             result, items = client.compute([loss, none], sync=True)
-            assert_close(np.asarray(result), xentlib.cross_entropy(logits, labels, **CASES["everything"]),
-                         rtol=1e-12)
-            assert_close(items, xentlib.cross_entropy(logits, labels, reduction="none",
-                                                      label_smoothing=0.1, ignore_index=-100),
-                         rtol=1e-12)
+            assert_close(np.asarray(result),
+                         _reference(np, logits, labels, **CASES["everything"]), rtol=1e-12)
+            assert_close(items, _reference(np, logits, labels, reduction="none",
+                                           label_smoothing=0.1, ignore_index=-100), rtol=1e-12)
 
 
 def test_no_block_is_wider_than_a_shard():
@@ -116,6 +125,18 @@ def test_no_block_is_wider_than_a_shard():
     assert sizes
     assert all(np.prod(shape) <= N * width for shape in sizes), sizes
     assert all(classes not in shape for shape in sizes), sizes
+
+
+@pytest.mark.parametrize("options", [{}, dict(label_smoothing=0.1, ignore_index=-100,
+                                                  weight=np.ones(12))], ids=["plain", "options"])
+def test_task_count_does_not_grow_with_the_items(options):
+    # Four row chunks of any height: the graph has the same tasks, none per item.
+    def tasks(items):
+        logits = da.from_array(np.zeros((items, 12)), chunks=(items // 4, 4))
+        loss = sharded.cross_entropy(logits, np.zeros(items, np.int64), **options)
+        return len(loss.__dask_graph__())
+
+    assert tasks(64) == tasks(4096)
 
 
 def test_lazy_until_computed():
@@ -148,17 +169,68 @@ def test_all_ignored_gives_zero(xp):
 
 def test_almost_certain_item_keeps_its_tiny_loss(xp):
     # The label's logit is 40 above 12 others in other shards: loss 12 exp(-40) = 5e-17.
+    # The float64 reference rounds it to 0 (its log-sum-exp is 40 exactly): log1p is the oracle.
     logits = np.zeros((1, C))
     logits[0, 5] = 40.0
-    _check(xp, logits, np.array([5]), (1, 4), rtol=1e-14)
+    loss = sharded.cross_entropy(da.from_array(xp.asarray(logits), chunks=(1, 4)), xp.asarray([5]))
+    assert_close(xp.asarray(loss.compute()), xp.asarray(np.log1p((C - 1) * np.exp(-40.0))),
+                 rtol=1e-14)
+
+
+# Rows whose max sits in several shards: every shard that holds it leaves its 1 out of its sum,
+# and all but one are put back. (max positions, label) per row; shards of 4 are 0-3, 4-7, 8-11, 12.
+TIES = [
+    ([0, 4], 4),  # two shards, the label one of them
+    ([0, 4, 8, 12], 12),  # every shard of 4
+    ([2, 3, 9], 6),  # twice in one shard and once in another; the label below the max
+    (list(range(C)), 3),  # every class: every shard of every chunking
+    ([1, 12], 1),  # the label's tie in the last, one-class shard
+    ([5, 10], 2),
+    ([7], 7),  # no tie
+]
+TIE_CHUNKINGS = {**CHUNKINGS, "2_classes": (N, 2)}
+
+
+@pytest.mark.parametrize("chunks", TIE_CHUNKINGS.values(), ids=TIE_CHUNKINGS.keys())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [dict(), dict(label_smoothing=0.1, z_loss=1e-3)],
+                         ids=["plain", "smoothing_z_loss"])
+def test_ties_across_shards(xp, chunks, dtype, options):
+    logits = RNG.integers(-4, 3, size=(N, C)).astype(dtype) + dtype(100.25)
+    labels = np.array([label for _, label in TIES])
+    for row, (tied, _) in zip(logits, TIES, strict=True):
+        row[tied] = dtype(105.25)
+    loss = sharded.cross_entropy(da.from_array(xp.asarray(logits), chunks=chunks),
+                                 xp.asarray(labels), reduction="none", **options)
+    loss = xentlib.to_numpy(loss.compute(scheduler="sync"))
+    expected = _exact_losses(logits, labels, **options).astype(dtype)
+    assert loss.dtype == dtype
+    ulps = np.abs(loss - expected) / np.spacing(expected)
+    assert np.all(ulps <= 4), ulps
+
+
+def _exact_losses(logits, labels, label_smoothing=0.0, z_loss=0.0):
+    """Each item's loss at 50 digits: the float64 reference computes ``z_y - LSE``, which
+    cancels in the confident rows to tens of ulps of the loss."""
+    mpmath = pytest.importorskip("mpmath")
+    losses = []
+    with mpmath.workdps(50):
+        for row, label in zip(logits.astype(np.float64), labels, strict=True):
+            z = [mpmath.mpf(float(v)) for v in row]
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in z))
+            q = [label_smoothing / len(z) + (1 - label_smoothing) * (k == label)
+                 for k in range(len(z))]
+            loss = mpmath.fsum(mpmath.mpf(qk) * (lse - v) for qk, v in zip(q, z, strict=True))
+            losses.append(float(loss + z_loss * lse**2))
+    return np.array(losses)
 
 
 def test_minus_inf_masks_classes(xp):
     logits, labels = _problem()
     logits[:, [0, 1, 2, 3]] = -np.inf  # the whole first shard is masked
     labels[labels < 4] = 4
-    _check(xp, logits, labels, (N, 4), reduction="none", weight=np.where(np.arange(C) < 4, 0.0, 1.0),
-           label_smoothing=0.1)
+    _check(xp, logits, labels, (N, 4), reduction="none",
+           weight=np.where(np.arange(C) < 4, 0.0, 1.0), label_smoothing=0.1)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=["float16", "bfloat16"])
@@ -191,7 +263,8 @@ class TestErrors:
 
     def test_probability_target_is_refused(self):
         with pytest.raises(TypeError, match=r"target has shape \(2, 3\), probabilities over the 3 "
-                                            r"classes; sharded.cross_entropy takes class indices only"):
+                                            r"classes; sharded.cross_entropy takes class indices "
+                                            r"only"):
             sharded.cross_entropy(da.zeros((2, 3)), np.full((2, 3), 1 / 3))
 
     def test_label_out_of_range(self):
