@@ -189,6 +189,8 @@ def _backward(xp, linear, target, saved, divisor, grads):
     t, s0, coefficient, dead = saved
     undefined = ~xp.isfinite(s0)
     grad_hidden, grad_classifier, grad_bias = grads
+    # Row blocks of the product g @ W[chunk] an eighth the size of a chunk of logits.
+    step = max(1, len(t) * linear.chunk // (8 * grad_hidden.shape[1]))
     with errstate(xp, invalid="ignore", over="ignore"):  # NaN only in items with +inf or NaN logits
         for lo, hi in linear.chunks():
             g = linear.logits(lo, hi)
@@ -199,7 +201,11 @@ def _backward(xp, linear, target, saved, divisor, grads):
             g[undefined] = xp.nan
             _subtract_target(xp, g, target, lo, divisor)
             g[dead] = 0
-            grad_hidden += g @ linear.rows(lo, hi)
+            rows = linear.rows(lo, hi)
+            # A row block at a time: the whole (N, D) product would be a temporary as
+            # large as hidden, which NumPy cannot add into grad_hidden in place.
+            for start in range(0, len(g), step):
+                grad_hidden[start : start + step] += g[start : start + step] @ rows
             if grad_classifier.dtype == linear.dtype:
                 xp.matmul(g.T, linear.hidden, out=grad_classifier[lo:hi])
             else:
