@@ -178,7 +178,7 @@ class ClassIndices:
                 self.spread = self.spread * weight
                 self.spread_mass = xp.sum(self.spread)
             self.mass = self.hit + self.on_items(self.spread_mass)
-        self.num_classes, self.dtype = num_classes, dtype
+        self.dtype = dtype
 
     def on_items(self, values: Array) -> Array:
         """``values`` per item, with ignored items set to 0."""
