@@ -49,6 +49,11 @@ def row_blocks(batch_shape, max_rows):
     """
     if math.prod(batch_shape) == 0:
         return
+    if len(batch_shape) == 1:  # the usual case, kept cheap: it runs on every call
+        for start in range(0, batch_shape[0], max_rows):
+            stop = min(start + max_rows, batch_shape[0])
+            yield (slice(start, stop),), start, stop
+        return
     split = len(batch_shape) - 1
     inner = 1
     while split > 0 and inner * batch_shape[split] <= max_rows:

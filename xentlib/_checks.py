@@ -101,7 +101,8 @@ def logits_dtype(func, logits, axis, xp, empty_ok=False):
     if logits.ndim == 0:
         msg = f"{func}: logits is 0-dimensional; expected an array with a class axis"
         raise ValueError(msg)
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+    if type(axis) is not int and (not isinstance(axis, numbers.Integral)
+                                  or isinstance(axis, bool)):
         msg = f"{func}: axis = {axis!r}; expected an integer"
         raise TypeError(msg)
     if not -logits.ndim <= axis < logits.ndim:
@@ -176,6 +177,11 @@ def index_target(func, name, labels, num_classes, axis, ignore_index, xp):
     """Check that every class index is in ``[0, num_classes)`` or is ``ignore_index``."""
     if labels.size == 0:
         return
+    if ignore_index is None and num_classes <= 1 << (8 * labels.itemsize - 1):
+        # Read as unsigned, a negative index is at least that large: one max finds both kinds
+        # of outsider, and the usual batch needs nothing more.
+        if int(labels.view(labels.dtype.str.replace("i", "u")).max()) < num_classes:
+            return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad &= labels != ignore_index
@@ -240,6 +246,8 @@ def _is_positive_integer(x):
 
 def _as_float(x):
     """``x`` as a Python float, or None where it is not a real number a float can hold."""
+    if type(x) is float:  # the usual case, and isinstance against an ABC is slow
+        return x
     if not _is_real(x):
         return None
     try:

@@ -45,16 +45,18 @@ def max_shift(z: Array, xp: Any) -> tuple[Array, Array]:
     return m, z - m
 
 
-def split_top(e: Array, top: Array, xp: Any) -> tuple[Array, Array]:
+def split_top(e: Array, top: Array, xp: Any, top_is_one: bool = False) -> tuple[Any, Array]:
     """Take each row's term at column ``top`` out of the exponentials ``e`` (rows of 2-d ``e``).
 
     Returns that term and the sum of the others; ``e`` keeps a 0 at ``top``.
     The others are summed with NumPy's pairwise ``sum``: its error grows like
     ``log2(C)`` ulps where a running sum's (and einsum's) grows like ``C``, and
-    a row's result does not depend on the rows around it.
+    a row's result does not depend on the rows around it. ``top_is_one``: the
+    caller knows every such term is exactly 1 (each row shifted by its finite
+    max), returned as the number 1 without reading it.
     """
     rows = xp.arange(e.shape[0])
-    e_top = e[rows, top]
+    e_top = 1 if top_is_one else e[rows, top]
     e[rows, top] = 0
     return e_top, e.sum(axis=-1)
 
@@ -74,36 +76,44 @@ def merge_partials(xp: Any, first: tuple[Array, Array],
     return xp.maximum(m1, m2), rest
 
 
-def log_sum_exp(xp: Any, shift: Array, rest: Array) -> tuple[Array, Array]:
+def log_sum_exp(xp: Any, shift: Array, rest: Array, regular: bool = False) -> tuple[Array, Array]:
     """``s0 = log1p(rest)`` and ``LSE = shift + s0``, both 0 for a fully masked item.
 
     Such an item has no log-sum-exp to penalize: the z-loss and its gradient
-    add nothing to it. Callers hold an `errstate` that ignores division by 0
-    and invalid values (``log1p(-1)``, ``inf - inf``): one per call, not one
-    per step, since entering it costs as much as a small array operation.
+    add nothing to it. ``regular``: the caller knows that every item's max
+    was finite, so that no item is masked and ``rest`` is finite. Callers hold
+    an `errstate` that ignores division by 0 and invalid values (``log1p(-1)``,
+    ``inf - inf``): one per call, not one per step, since entering it costs as
+    much as a small array operation.
     """
     s = xp.log1p(rest)
-    masked = xp.isneginf(s)
-    if not bool(masked.any()):
+    if regular or bool(xp.isfinite(s).all()):
         return s, shift + s
+    masked = s == -xp.inf
     return xp.where(masked, 0, s), xp.where(masked, 0, shift + s)
 
 
 def item_losses(xp: Any, shift: Array, rest: Array, cross: Callable[[Array], Array],
-                z_loss: float) -> tuple[Array, Array, Array]:
+                z_loss: float, regular: bool = False) -> tuple[Array, Array, Array]:
     """Each item's loss from its ``(shift, rest)``; also ``s0`` and the LSE of `log_sum_exp`.
 
     ``cross(s0)`` is the target's part, ``sum_k q_k (s0 - shifted_k)``. A
     fully masked item costs ``+inf`` where it carries target mass (its
     label's shifted logit is -inf) and 0 where it carries none. A +inf logit
-    leaves the distribution undefined: that item's loss is NaN. Callers hold
-    the `errstate` of `log_sum_exp`.
+    leaves the distribution undefined: that item's loss is NaN. ``regular``
+    as for `log_sum_exp`: then neither can occur. Callers hold the `errstate`
+    of `log_sum_exp`.
     """
-    s0, lse = log_sum_exp(xp, shift, rest)
+    s0, lse = log_sum_exp(xp, shift, rest, regular)
     loss = cross(s0)
     if z_loss:
         loss = loss + z_loss * lse**2
-    return xp.where(xp.isposinf(s0), xp.nan, loss), s0, lse
+    if regular:
+        return loss, s0, lse
+    undefined = s0 == xp.inf
+    if bool(undefined.any()):
+        loss = xp.where(undefined, xp.nan, loss)
+    return loss, s0, lse
 
 
 def grad_coefficient(mass: Array, lse: Array, z_loss: float, divisor: Any) -> Array:

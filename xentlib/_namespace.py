@@ -20,6 +20,10 @@ __all__ = ["get_namespace", "default_namespace", "to_numpy", "address", "errstat
 
 _BACKEND_VARIABLE = "XENTLIB_BACKEND"
 
+# Tuples, not ``A | B`` unions: a union is built anew on every call, and these run on every call.
+_NUMPY_TYPES = (np.ndarray, np.generic)
+_OTHER_ARITHMETIC = (np.ma.MaskedArray, np.matrix)
+
 
 def _is_cupy_array(x):
     """Whether ``x`` is a CuPy array, without importing CuPy."""
@@ -39,8 +43,8 @@ def _refuse_foreign(func, name, x):
     mask, laziness) or change the arithmetic (``np.matrix`` multiplies rows).
     Plain NumPy and CuPy arrays, scalars and sequences pass.
     """
-    if isinstance(x, np.ndarray | np.generic):
-        if isinstance(x, np.ma.MaskedArray | np.matrix):
+    if isinstance(x, _NUMPY_TYPES):
+        if isinstance(x, _OTHER_ARITHMETIC):
             msg = (f"{func}: {name} is {_kind(x)}; expected a plain numpy.ndarray "
                    f"(np.asarray({name}))")
             raise TypeError(msg)
@@ -74,8 +78,9 @@ def namespace_of(func, **arrays):
         if _is_cupy_array(x):
             cupy_name = cupy_name or name
             continue
-        _refuse_foreign(func, name, x)
-        if isinstance(x, np.ndarray | np.generic):
+        if type(x) is not np.ndarray:  # a plain ndarray, the usual case, needs no more checks
+            _refuse_foreign(func, name, x)
+        if isinstance(x, _NUMPY_TYPES):
             numpy_name = numpy_name or name
     if cupy_name is None:
         return np

@@ -28,6 +28,9 @@ Array = Any
 __all__ = ["Pass"]
 
 _LOG_FLOAT32_MAX = math.log(float(np.finfo(np.float32).max))
+# Below this many logits a block always subtracts its shift: two reductions over the row
+# maxes cost about as much as a subtraction over 2**14 logits (measured on NumPy 2.4).
+_UNSHIFTED_SIZE = 1 << 14
 
 
 class _Scratch:
@@ -63,18 +66,16 @@ class Pass:
         self.z_loss, self.divisor = z_loss, divisor
         self.batch_shape, num_classes = z.shape[:-1], z.shape[-1]
         n = math.prod(self.batch_shape)
-        probabilities = target.probabilities
-        arrays = [a for a in (z, probabilities, grad) if a is not None]
-        if all(a.ndim <= 2 or a.flags.c_contiguous for a in arrays):
-            layout: tuple[int, ...] = (n,)  # rows of one 2-d view each
-            z, probabilities, grad = (None if a is None else a.reshape(n, num_classes)
-                                      for a in (z, probabilities, grad))
-        else:
-            layout = self.batch_shape  # blocks of the batch, copied into rows on the way
-        self.z, self.probabilities, self.grad = z, probabilities, grad
-        self.top = xp.empty(n, dtype=xp.intp)
+        views: tuple[Array, ...] = (z, target.probabilities, grad)
+        layout: tuple[int, ...] = (n,)  # rows of one 2-d view each
+        if z.ndim != 2:  # every view has the shape of z
+            if all(a is None or a.flags.c_contiguous for a in views):
+                views = tuple(None if a is None else a.reshape(n, num_classes) for a in views)
+            else:
+                layout = self.batch_shape  # blocks of the batch, copied into rows on the way
+        self.z, self.probabilities, self.grad = views
         self.m, self.rest = xp.empty(n, dtype=dtype), xp.empty(n, dtype=dtype)
-        self.sums = ItemSums(xp, n, dtype)
+        self.sums = ItemSums(xp, n, dtype, target.sum_names)
         # float64's exp is not vectorized on most CPUs: its shift costs little, and its
         # callers expect the last bits; float32 skips the shift where it is not needed.
         self.unshifted_max = None
@@ -83,31 +84,37 @@ class Pass:
         rows = _blocked.rows_per_block(num_classes * dtype.itemsize) if in_row_blocks(xp) else n
         self.blocks = list(_blocked.row_blocks(layout, rows)) if n else []
         self.scratch_size = min(rows, n) * num_classes
-
-    def run(self) -> Pass:
-        """Go over every block, then let the target raise what it found."""
-
-        def scratch() -> _Scratch:
-            """One thread's buffers."""
-            return _Scratch(self.xp, self.scratch_size, self.dtype)
-
-        # -inf logits make 0 * inf, +inf logits inf - inf: the NaNs they leave are the
-        # documented result or are discarded by `where`; neither is worth a warning.
-        def quiet() -> Any:
-            """One thread's error state."""
-            return errstate(self.xp, invalid="ignore", divide="ignore", over="ignore")
-
-        _blocked.for_each_block(self.blocks, self._block, scratch, quiet)
-        self.target.finish()
-        return self
+        self.regular = True  # every item's max finite, so far: see `_shift`
 
     def losses(self) -> Array:
-        """Each item's loss, shaped like the batch, from the statistics of the pass."""
-        target, sums = self.target, self.sums
-        with errstate(self.xp, invalid="ignore", divide="ignore"):
+        """Go over every block; return each item's loss, shaped like the batch.
+
+        The target raises after the pass what it found wrong on the way.
+        """
+        with self._quiet():
+            if len(self.blocks) == 1:  # a small input: no threads, no pool to ask
+                self._block(self.blocks[0], self._scratch())
+            else:
+                _blocked.for_each_block(self.blocks, self._block, self._scratch, self._quiet)
+            self.target.finish()
+            target, sums = self.target, self.sums
             loss = item_losses(self.xp, self.m, self.rest, lambda s0: target.cross(sums, s0),
-                               self.z_loss)[0]
+                               self.z_loss, self.regular)[0]
         return target.on_items(loss).reshape(self.batch_shape)
+
+    def _scratch(self) -> _Scratch:
+        """One thread's buffers."""
+        return _Scratch(self.xp, self.scratch_size, self.dtype)
+
+    def _quiet(self) -> Any:
+        """One thread's error state.
+
+        -inf logits make ``0 * inf``, +inf logits ``inf - inf``: the NaNs they
+        leave are the documented result or are discarded by ``where``; neither
+        is worth a warning. Entering it costs as much as a small array
+        operation, so a thread enters it once.
+        """
+        return errstate(self.xp, invalid="ignore", divide="ignore", over="ignore")
 
     def _read(self, a: Array, index: Any, scratch: _Scratch, name: str) -> Array:
         """Block ``index`` of ``a`` as rows in the working dtype: a view where it can be."""
@@ -126,8 +133,8 @@ class Pass:
         index, start, stop = block
         z = self._read(self.z, index, scratch, "z")
         rows = BlockRows(slice(start, stop), xp.arange(z.shape[0]),
-                         z.argmax(axis=-1, out=self.top[start:stop]))
-        m, safe = self._shift(z, rows)
+                         z.argmax(axis=-1))
+        m, regular, unshifted = self._shift(z, rows)
         t = None
         if self.probabilities is not None:
             t = self._read(self.probabilities, index, scratch, "t")
@@ -138,92 +145,102 @@ class Pass:
             e, part = part, None  # the exponentials go straight into the gradient
         else:
             e = scratch.get("e", z.shape)
-        unshifted = self._exponentials(z, m, q, safe, e, rows)
-        e_top, rest = self._keep_rest(e, rows, unshifted)
+        unshifted = self._exponentials(z, m, q, unshifted, e, rows)
+        top_is_one = regular and not unshifted
+        e_top, rest = self._keep_rest(e, rows, top_is_one, unshifted)
         if self.grad is None:
             return
-        self._gradient(e, q, e_top, rest, rows, scratch)
+        self._gradient(e, q, e_top, rest, rows, scratch, regular, top_is_one)
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
-    def _shift(self, z: Array, rows: BlockRows) -> tuple[Array, Any]:
-        """Each row's shift (its max where finite, else 0) and the rows that can skip it.
+    def _shift(self, z: Array, rows: BlockRows) -> tuple[Array, bool, bool]:
+        """Each row's shift (its max where finite, else 0); whether the block is regular,
+        and whether it can skip the shift.
 
-        With a row max in ``[0, unshifted_max]``, ``exp(z)`` cannot overflow
-        (nor can the row's sum) and underflows no sooner than ``exp(z - m)``,
-        so the subtraction, a full sweep over the block, can be skipped. Only
-        for float32; None where every row is shifted, True where none is.
+        A block is regular when every row's max is finite: no row is fully
+        masked and none holds +inf or NaN, so no later step needs to look for
+        them. With every row max in ``[0, unshifted_max]``, ``exp(z)`` cannot
+        overflow (nor can a row's sum) and underflows no sooner than
+        ``exp(z - m)``, so the subtraction, a full sweep over the block, can be
+        skipped. Only for float32 blocks of at least `_UNSHIFTED_SIZE` logits,
+        where the sweep costs more than the two reductions that allow it.
         """
         top = z[rows.r, rows.top]
         m = self.m[rows.items]
-        # Two reductions settle the common block (every max finite, all in range or none).
-        low, high = float(top.min()), float(top.max())
-        finite = -math.inf < low and high < math.inf  # False for NaN too
-        m[...] = top if finite else finite_shift(top, self.xp)
-        if self.unshifted_max is None or high < 0 or low > self.unshifted_max:
-            return m, None
-        if finite and low >= 0 and high <= self.unshifted_max:
-            return m, True
-        return m, (top >= 0) & (top <= self.unshifted_max)
+        if self.unshifted_max is not None and z.size >= _UNSHIFTED_SIZE:
+            low, high = float(top.min()), float(top.max())
+            unshifted = 0 <= low and high <= self.unshifted_max
+            regular = -math.inf < low and high < math.inf  # False for NaN too
+        else:
+            # A finite sum proves every term finite; one that overflows only costs the
+            # irregular path, which is right for any block.
+            unshifted, regular = False, math.isfinite(top.sum())
+        m[...] = top if regular else finite_shift(top, self.xp)
+        if not regular:
+            self.regular = False  # only ever set to False: the threads need no lock
+        return m, regular, unshifted
 
-    def _exponentials(self, z: Array, m: Array, q: Array | None, safe: Array | None, e: Array,
-                      rows: BlockRows) -> Any:
-        """Write the block's exponentials into ``e``; return which rows went unshifted.
+    def _exponentials(self, z: Array, m: Array, q: Array | None, unshifted: bool, e: Array,
+                      rows: BlockRows) -> bool:
+        """Write the block's exponentials into ``e``; return whether they went unshifted.
 
-        True for all of them, None for none, else a mask; ``safe`` is what
-        `_shift` found, in the same form. A target with a dense part (``q``)
-        needs the shifted logits: then every row is shifted, and the target's
-        sums are taken on the way.
+        ``unshifted`` is what `_shift` allowed. A target with a dense part
+        (``q``) needs the shifted logits: then the rows are shifted, and the
+        target's sums are taken on the way.
         """
         xp = self.xp
-        if q is not None or safe is None or not (safe is True or bool(safe.any())):
-            xp.subtract(z, m[:, None], out=e)
-            self.target.dot(self.sums, e, q, rows)
-            xp.exp(e, out=e)
-            return None
-        if safe is True or bool(safe.all()):
+        if unshifted and q is None:
             xp.exp(z, out=e)
             return True
-        xp.subtract(z, xp.where(safe, 0, m)[:, None], out=e)
+        xp.subtract(z, m[:, None], out=e)
+        self.target.dot(self.sums, e, q, rows)
         xp.exp(e, out=e)
-        return safe
+        return False
 
-    def _keep_rest(self, e: Array, rows: BlockRows, unshifted: Any) -> tuple[Array, Array]:
+    def _keep_rest(self, e: Array, rows: BlockRows, top_is_one: bool,
+                   unshifted: bool) -> tuple[Any, Array]:
         """Keep each row's rest ``r``; return its top term and the sum of the others.
 
-        Unshifted rows are kept as if shifted: the top's term 1, the others
-        divided by ``e^m``. ``e`` is left with 0 at each row's top.
+        ``top_is_one`` when every row was shifted by its finite max, whose term
+        is then exactly 1. Unshifted rows are kept as if shifted: the top's
+        term 1, the others divided by ``e^m``. ``e`` is left with 0 at each
+        row's top.
         """
-        xp = self.xp
-        e_top, rest = split_top(e, rows.top, xp)
-        if unshifted is None:
-            self.rest[rows.items] = (e_top - 1) + rest
-        elif unshifted is True:
+        e_top, rest = split_top(e, rows.top, self.xp, top_is_one)
+        if unshifted:
             self.rest[rows.items] = rest / e_top
         else:
-            self.rest[rows.items] = xp.where(unshifted, rest / e_top, (e_top - 1) + rest)
+            self.rest[rows.items] = rest if top_is_one else (e_top - 1) + rest
         return e_top, rest
 
-    def _gradient(self, e: Array, q: Array | None, e_top: Array, rest: Array, rows: BlockRows,
-                  scratch: _Scratch) -> None:
+    def _gradient(self, e: Array, q: Array | None, e_top: Any, rest: Array, rows: BlockRows,
+                  scratch: _Scratch, regular: bool, top_is_one: bool) -> None:
         """Turn a block's exponentials into ``((mass + 2 c LSE) softmax - q) / divisor``.
 
         The top's share is ``e_top / total <= 1``, taken as a ratio so that
         ``p_y - 1`` cannot round to the wrong sign. A row with a +inf or NaN
         logit is NaN throughout; a fully masked row (every logit -inf) is 0.
+        A regular block (`_shift`) has neither, and skips looking for them;
+        ``top_is_one`` as for `_keep_rest`.
         """
         xp, items = self.xp, rows.items
         total = e_top + rest
-        dead = total == 0
-        total = xp.where(dead, 1, total)
-        lse = log_sum_exp(xp, self.m[items], self.rest[items])[1] if self.z_loss else 0
+        dead = None if regular else total == 0
+        if dead is not None:
+            total = xp.where(dead, 1, total)
+        lse = 0
+        if self.z_loss:
+            lse = log_sum_exp(xp, self.m[items], self.rest[items], regular)[1]
         mass = self.target.mass_of(self.sums, rows)
         coefficient = grad_coefficient(mass, lse, self.z_loss, self.divisor)
-        xp.multiply(e, (coefficient / total)[:, None], out=e)
-        e[rows.r, rows.top] = coefficient * (e_top / total)
-        undefined = ~xp.isfinite(total)
-        if bool(undefined.any()):
-            e[undefined] = xp.nan
+        factor = coefficient / total
+        xp.multiply(e, factor[:, None], out=e)
+        e[rows.r, rows.top] = factor if top_is_one else coefficient * (e_top / total)
+        if not regular:
+            undefined = ~xp.isfinite(total)
+            if bool(undefined.any()):
+                e[undefined] = xp.nan
         self.target.subtract(e, q, rows, self.divisor, scratch)
-        if bool(dead.any()):
+        if dead is not None and bool(dead.any()):
             e[dead] = 0

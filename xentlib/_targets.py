@@ -53,21 +53,30 @@ class ItemSums:
     ``label``: the label's shifted logit ``z_y - m`` (class indices);
     ``dense``: ``sum_k q_k (z_k - m)`` over the target's dense part;
     ``mass``: ``sum_k q_k`` (probabilities, whose mass varies by item).
+    Only the ones ``names`` lists are made (`Target.sum_names`): a small call pays
+    for every array it allocates.
     """
 
-    def __init__(self, xp: Any, n: int, dtype: Any) -> None:
-        self.label, self.dense, self.mass = (xp.empty(n, dtype=dtype) for _ in range(3))
+    label: Array
+    dense: Array
+    mass: Array
+
+    def __init__(self, xp: Any, n: int, dtype: Any, names: tuple[str, ...]) -> None:
+        for name in names:
+            setattr(self, name, xp.empty(n, dtype=dtype))
 
 
 class Target(Protocol):
     """What a pass over the logits asks of a target, block by block.
 
     ``count`` is the mean's denominator; ``probabilities`` the target's
-    probabilities with classes last, or None for class indices.
+    probabilities with classes last, or None for class indices; ``sum_names``
+    names the `ItemSums` that it fills.
     """
 
     count: Array
     probabilities: Array
+    sum_names: tuple[str, ...]  #: the `ItemSums` it fills
 
     def q_block(self, raw: Array, t: Array, scratch: Any) -> Array | None:
         """The dense part of ``q`` for a block: None, a number, a vector or rows like ``t``."""
@@ -130,9 +139,13 @@ def index_cross(xp: Any, hit: Array, label: Array, spread_mass: Any, dense: Arra
     """``sum_k q_k (s0 - shifted_k)`` of class-index targets, from the gathered sums.
 
     ``label`` is the label's shifted logit, ``dense`` the smoothing's
-    ``sum_k spread_k shifted_k`` (None without smoothing).
+    ``sum_k spread_k shifted_k`` (None without smoothing). ``hit`` is one
+    mass per item, or one number for all of them.
     """
-    loss = xp.where(hit == 0, 0, hit * (s0 - label))
+    if isinstance(hit, float):  # no item without mass: no 0 * inf to guard against
+        loss = hit * (s0 - label) if hit else xp.zeros_like(s0)
+    else:
+        loss = xp.where(hit == 0, 0, hit * (s0 - label))
     if dense is not None:
         loss = loss + cross_from_sums(xp, spread_mass, s0, dense)
     return loss
@@ -151,7 +164,9 @@ class ClassIndices:
     Per-item arrays are flat, one entry per item in C order. ``hit`` is each
     item's mass on its label, ``spread`` the smoothing's mass per class (one
     number without weights, else a vector; None without smoothing) and
-    ``mass`` their sum.
+    ``mass`` their sum. ``uniform_hit`` is the one value of ``hit`` when every
+    item has it (no weights, nothing ignored), else None: the dense pass then
+    works with a number instead of an array.
     """
 
     probabilities = None
@@ -163,15 +178,23 @@ class ClassIndices:
         self.valid = None if ignore_index is None else labels != ignore_index
         # An ignored item points at class 0 so that gathering stays in bounds; its mass is 0.
         self.labels = labels if self.valid is None else xp.where(self.valid, labels, 0)
-        label_weight = xp.ones(labels.shape, dtype=dtype) if weight is None else weight[self.labels]
-        label_weight = self.on_items(label_weight)
-        unweighted = weight is None and self.valid is None
-        self.count = labels.size if unweighted else xp.sum(label_weight)
-        self.hit = (1 - label_smoothing) * label_weight
+        self.uniform_hit = None
+        if weight is None and self.valid is None:
+            self.count = labels.size
+            self.uniform_hit = 1 - label_smoothing
+            self.hit = xp.full(labels.shape, self.uniform_hit, dtype=dtype)
+        else:
+            label_weight = (xp.ones(labels.shape, dtype=dtype) if weight is None
+                            else weight[self.labels])
+            label_weight = self.on_items(label_weight)
+            self.count = xp.sum(label_weight)
+            self.hit = (1 - label_smoothing) * label_weight
         self.spread: Array = None
         self.spread_mass: Any = 0
         self.mass = self.hit
+        self.sum_names: tuple[str, ...] = ("label",)
         if label_smoothing > 0:
+            self.sum_names = ("label", "dense")
             self.spread = label_smoothing / num_classes
             self.spread_mass = xp.asarray(label_smoothing, dtype=dtype)
             if weight is not None:
@@ -213,7 +236,8 @@ class ClassIndices:
                  scratch: Any) -> None:
         """Subtract ``q / divisor``; ignored rows become exactly 0."""
         items = block.items
-        grad[block.r, self.labels[items]] -= self.hit[items] / divisor
+        hit = self.hit[items] if self.uniform_hit is None else self.uniform_hit
+        grad[block.r, self.labels[items]] -= hit / divisor
         if q is not None:
             grad -= q / divisor
         if self.valid is not None:
@@ -225,7 +249,8 @@ class ClassIndices:
     def cross(self, sums: ItemSums, s0: Array) -> Array:
         """Each item's cross term from its gathered label and smoothing sums."""
         dense = None if self.spread is None else sums.dense
-        return index_cross(self.xp, self.hit, sums.label, self.spread_mass, dense, s0)
+        hit = self.hit if self.uniform_hit is None else self.uniform_hit
+        return index_cross(self.xp, hit, sums.label, self.spread_mass, dense, s0)
 
 
 class Probabilities:
@@ -241,6 +266,7 @@ class Probabilities:
                  check: Any = None) -> None:
         self.xp = xp
         self.probabilities = target
+        self.sum_names = ("dense", "mass")
         self.check = check
         self.suspect = False
         self.count = math.prod(target.shape[:-1])
@@ -322,4 +348,4 @@ def reduce_losses(xp: Any, loss: Array, divisor: Any, reduction: str | float) ->
     """
     if reduction == "none":
         return loss
-    return (xp.sum(loss) / divisor).astype(loss.dtype)[()]
+    return (loss.sum() / divisor).astype(loss.dtype)[()]

@@ -58,7 +58,7 @@ def _loss_and_grad(func, logits, target, out, axis, options):
     else:
         grad = xp.moveaxis(out, axis, -1)
     divisor = reduction_divisor(xp, q.count, reduction, dtype)
-    item_losses = Pass(xp, z, q, dtype, z_loss, grad, divisor).run().losses()
+    item_losses = Pass(xp, z, q, dtype, z_loss, grad, divisor).losses()
     return reduce_losses(xp, item_losses, divisor, reduction), out
 
 
@@ -199,7 +199,7 @@ def cross_entropy(
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                    z_loss=z_loss, reduction=reduction)
     xp, z, dtype, q, z_loss, reduction = _prepare("cross_entropy", logits, target, axis, **options)
-    item_losses = Pass(xp, z, q, dtype, z_loss).run().losses()
+    item_losses = Pass(xp, z, q, dtype, z_loss).losses()
     return reduce_losses(xp, item_losses, reduction_divisor(xp, q.count, reduction, dtype),
                          reduction)
 
