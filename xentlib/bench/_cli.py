@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="N * C (default 2**23, or 2**20 with --quick); "
                              "with --sweep the largest N * C (10**8, or 10**7 with --quick)")
     parser.add_argument("--repeat", type=int, help="interleaved timed rounds")
+    parser.add_argument("--rows", type=int, help="with --large-vocab: items N (default 4096)")
+    parser.add_argument("--width", type=int,
+                        help="with --large-vocab: hidden features D (default 256)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--no-torch", action="store_true", help="compare with NumPy only")
     return parser
@@ -132,7 +135,8 @@ def _sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _large_vocab_settings(args: argparse.Namespace) -> dict[str, Any]:
     """`run_large_vocab`'s arguments: its defaults, or `LARGE_VOCAB_QUICK`, then the options."""
     settings = dict(LARGE_VOCAB_QUICK) if args.quick else {}
-    for key, option in (("vocabularies", "classes"), ("repeat", "repeat")):
+    for key, option in (("vocabularies", "classes"), ("repeat", "repeat"), ("rows", "rows"),
+                        ("width", "width")):
         if getattr(args, option) is not None:
             settings[key] = getattr(args, option)
     return settings | {"dtype": args.dtype}
