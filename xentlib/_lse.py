@@ -23,7 +23,12 @@ from typing import Any
 
 Array = Any
 
+#: Rows of at most this many classes are summed by einsum's running sum (at most 15
+#: roundings), longer ones pairwise (`split_top`).
+SHORT_ROW = 16
+
 __all__ = [
+    "SHORT_ROW",
     "finite_shift",
     "grad_coefficient",
     "item_losses",
@@ -45,7 +50,8 @@ def max_shift(z: Array, xp: Any) -> tuple[Array, Array]:
     return m, z - m
 
 
-def split_top(e: Array, top: Array, xp: Any, top_is_one: bool = False) -> tuple[Any, Array]:
+def split_top(e: Array, top: Array, xp: Any, top_is_one: bool = False,
+              top_at: Array | None = None) -> tuple[Any, Array]:
     """Take each row's term at column ``top`` out of the exponentials ``e`` (rows of 2-d ``e``).
 
     Returns that term and the sum of the others; ``e`` keeps a 0 at ``top``.
@@ -53,11 +59,21 @@ def split_top(e: Array, top: Array, xp: Any, top_is_one: bool = False) -> tuple[
     ``log2(C)`` ulps where a running sum's (and einsum's) grows like ``C``, and
     a row's result does not depend on the rows around it. ``top_is_one``: the
     caller knows every such term is exactly 1 (each row shifted by its finite
-    max), returned as the number 1 without reading it.
+    max), returned as the number 1 without reading it. ``top_at``: the flat
+    positions of the tops in a C-contiguous ``e``, the faster way to reach them.
     """
-    rows = xp.arange(e.shape[0])
-    e_top = 1 if top_is_one else e[rows, top]
-    e[rows, top] = 0
+    if top_at is None:
+        rows = xp.arange(e.shape[0])
+        e_top = 1 if top_is_one else e[rows, top]
+        e[rows, top] = 0
+    else:
+        flat = e.reshape(-1)
+        e_top = 1 if top_is_one else flat[top_at]
+        flat[top_at] = 0
+    if e.shape[-1] <= SHORT_ROW:
+        # Pairwise summation restarts for every row: on rows this short it took five
+        # times einsum's time, and a running sum of so few terms is as accurate.
+        return e_top, xp.einsum("ij->i", e)
     return e_top, e.sum(axis=-1)
 
 

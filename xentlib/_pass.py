@@ -117,9 +117,10 @@ class Pass:
         return errstate(self.xp, invalid="ignore", divide="ignore", over="ignore")
 
     def _read(self, a: Array, index: Any, scratch: _Scratch, name: str) -> Array:
-        """Block ``index`` of ``a`` as rows in the working dtype: a view where it can be."""
+        """Block ``index`` of ``a`` as C-contiguous rows in the working dtype: a view where it
+        can be."""
         part = a[index]
-        if part.ndim == 2 and part.dtype == self.dtype:
+        if part.ndim == 2 and part.dtype == self.dtype and part.flags.c_contiguous:
             return part
         rows = scratch.get(name, part.shape)
         self.xp.copyto(rows, part, casting="unsafe")
@@ -132,8 +133,7 @@ class Pass:
         xp, target = self.xp, self.target
         index, start, stop = block
         z = self._read(self.z, index, scratch, "z")
-        rows = BlockRows(slice(start, stop), xp.arange(z.shape[0]),
-                         z.argmax(axis=-1))
+        rows = BlockRows.of(xp, slice(start, stop), z.argmax(axis=-1), z.shape[1])
         m, regular, unshifted = self._shift(z, rows)
         t = None
         if self.probabilities is not None:
@@ -141,7 +141,8 @@ class Pass:
         q = target.q_block(None if t is None else self.probabilities[index], t, scratch)
         target.gather(self.sums, z, m, rows)
         part = None if self.grad is None else self.grad[index]
-        if part is not None and part.ndim == 2 and part.dtype == self.dtype:
+        if (part is not None and part.ndim == 2 and part.dtype == self.dtype
+                and part.flags.c_contiguous):
             e, part = part, None  # the exponentials go straight into the gradient
         else:
             e = scratch.get("e", z.shape)
@@ -166,7 +167,7 @@ class Pass:
         skipped. Only for float32 blocks of at least `_UNSHIFTED_SIZE` logits,
         where the sweep costs more than the two reductions that allow it.
         """
-        top = z[rows.r, rows.top]
+        top = z.reshape(-1)[rows.top_at]
         m = self.m[rows.items]
         if self.unshifted_max is not None and z.size >= _UNSHIFTED_SIZE:
             low, high = float(top.min()), float(top.max())
@@ -207,7 +208,7 @@ class Pass:
         term 1, the others divided by ``e^m``. ``e`` is left with 0 at each
         row's top.
         """
-        e_top, rest = split_top(e, rows.top, self.xp, top_is_one)
+        e_top, rest = split_top(e, rows.top, self.xp, top_is_one, rows.top_at)
         if unshifted:
             self.rest[rows.items] = rest / e_top
         else:
@@ -236,7 +237,7 @@ class Pass:
         coefficient = grad_coefficient(mass, lse, self.z_loss, self.divisor)
         factor = coefficient / total
         xp.multiply(e, factor[:, None], out=e)
-        e[rows.r, rows.top] = factor if top_is_one else coefficient * (e_top / total)
+        e.reshape(-1)[rows.top_at] = factor if top_is_one else coefficient * (e_top / total)
         if not regular:
             undefined = ~xp.isfinite(total)
             if bool(undefined.any()):
