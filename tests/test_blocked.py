@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import xentlib
-from xentlib import _blocked
+from xentlib import _blocked, _lse, _pass
 
-from .helpers import assert_close, reference_cross_entropy
+from .helpers import assert_close, reference_cross_entropy, reference_cross_entropy_grad
 
 RNG = np.random.default_rng(23)
 FUNCTIONS = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad"]
@@ -270,10 +270,19 @@ def test_settings_do_not_change_the_result(monkeypatch, threads, block_bytes):
 
 
 class TestFloat32SkipsTheShift:
-    """float32 rows with max in [0, log(max float) - log C - 1] are exponentiated unshifted."""
+    """float32 rows with max in [0, log(max float) - log C - 1] are exponentiated unshifted.
+
+    Only blocks of rows longer than `xentlib._lse.SHORT_ROW` and of at least
+    ``_UNSHIFTED_SIZE`` logits do; the size is lowered here so that small
+    blocks do too.
+    """
+
+    @pytest.fixture(autouse=True)
+    def _every_block_may_skip(self, monkeypatch):
+        monkeypatch.setattr(_pass, "_UNSHIFTED_SIZE", 0)
 
     def _logits(self, mixed):
-        logits = RNG.normal(scale=2.0, size=(40, 9))
+        logits = RNG.normal(scale=2.0, size=(40, 24))
         logits[:, 0] += 10.0  # every row max in range
         if mixed:  # in every block, rows that need the shift
             logits[::4] -= 50.0  # max below 0
@@ -283,13 +292,13 @@ class TestFloat32SkipsTheShift:
         return logits
 
     @pytest.mark.usefixtures("small_blocks")
-    @pytest.mark.parametrize("options", [dict(), dict(weight=np.linspace(0.5, 2.0, 9)),
+    @pytest.mark.parametrize("options", [dict(), dict(weight=np.linspace(0.5, 2.0, 24)),
                                          dict(ignore_index=-100), dict(z_loss=1e-3)],
                              ids=["plain", "weight", "ignore_index", "z_loss"])
     @pytest.mark.parametrize("mixed", [False, True], ids=["all-unshifted", "mixed"])
     def test_matches_float64_and_unblocked(self, monkeypatch, options, mixed):
         logits = self._logits(mixed)
-        labels = RNG.integers(0, 9, size=40)
+        labels = RNG.integers(0, 24, size=40)
         labels[2] = 0
         labels[6] = 1
         if "ignore_index" in options:
@@ -308,6 +317,54 @@ class TestFloat32SkipsTheShift:
 
 
 @pytest.mark.usefixtures("small_blocks")
+class TestShortRows:
+    """Rows of at most `xentlib._lse.SHORT_ROW` classes: maxes taken column by column, the
+    top's 1 found by value (`split_ones`), never by its column."""
+
+    @pytest.mark.parametrize("classes", [1, 2, 10, _lse.SHORT_ROW, _lse.SHORT_ROW + 1])
+    def test_split_ones_is_split_top(self, classes):
+        logits = RNG.normal(size=(50, classes))
+        logits[0] = 1.5  # every class ties
+        logits[1, :2] = logits[1].max() + 1.0  # two tied maxes
+        logits[2, -1] = logits[2].max() - 1e-17  # equal to the max once rounded
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        rest = _lse.split_ones(e, np, np.empty_like(e))
+        _, expected = _lse.split_top(e.copy(), e.argmax(axis=-1), np, top_is_one=True)
+        # the same terms, summed in another order past SHORT_ROW
+        np.testing.assert_allclose(rest, expected, rtol=4 * np.finfo(float).eps, atol=0)
+        assert rest[0] == classes - 1
+
+    @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+    @pytest.mark.parametrize("classes", [2, 10, _lse.SHORT_ROW, _lse.SHORT_ROW + 1])
+    def test_ties_and_special_rows_match_float64_reference(self, monkeypatch, dtype, classes):
+        # Rows that tie, an almost certain row, and rows that make their block irregular
+        # (fully masked, +inf, NaN), which then finds its maxes by column index instead.
+        monkeypatch.setattr(_blocked, "BLOCK_BYTES", 4 * classes * np.dtype(dtype).itemsize)
+        logits = RNG.normal(scale=3.0, size=(24, classes))
+        logits[0] = 0.0
+        logits[1, :2] = 5.0
+        logits[2, 0] = 40.0
+        logits[9] = -np.inf
+        logits[13, 1] = np.inf
+        logits[17, 0] = np.nan
+        labels = RNG.integers(0, classes, size=24)
+        labels[2] = 0
+        logits = _readonly(logits.astype(dtype))
+        loss, grad = xentlib.cross_entropy_with_grad(logits, labels, reduction="none")
+        ordinary = np.ones(24, dtype=bool)
+        ordinary[[2, 9, 13, 17]] = False  # the reference rounds row 2's tiny loss to 0
+        exact = logits[ordinary].astype(np.float64)
+        want = reference_cross_entropy(exact, labels[ordinary], reduction="none")
+        want_grad = reference_cross_entropy_grad(exact, labels[ordinary], reduction="none")
+        rtol = 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(loss[ordinary], want, rtol=rtol)
+        np.testing.assert_allclose(grad[ordinary], want_grad, rtol=rtol, atol=rtol)
+        assert np.isnan(loss[13]) and np.isnan(loss[17]) and loss[9] == np.inf
+        assert np.isnan(grad[13]).all() and np.isnan(grad[17]).all() and not grad[9].any()
+        tiny = np.log1p(np.exp(logits[2, 1:].astype(np.float64) - 40.0).sum())
+        np.testing.assert_allclose(loss[2], tiny, rtol=rtol)
+
+
 class TestProbabilitiesCheckedOnTheWay:
     """Without a caller's buffer, negative or NaN probabilities are found block by block."""
 

@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 
 from . import _blocked
-from ._lse import finite_shift, grad_coefficient, item_losses, log_sum_exp, split_top
+from ._lse import (
+    SHORT_ROW,
+    finite_shift,
+    grad_coefficient,
+    item_losses,
+    log_sum_exp,
+    short_row_max,
+    split_ones,
+    split_top,
+)
 from ._namespace import errstate, in_row_blocks
 from ._targets import BlockRows, ItemSums, Target
 
@@ -133,8 +142,7 @@ class Pass:
         xp, target = self.xp, self.target
         index, start, stop = block
         z = self._read(self.z, index, scratch, "z")
-        rows = BlockRows.of(xp, slice(start, stop), z.argmax(axis=-1), z.shape[1])
-        m, regular, unshifted = self._shift(z, rows)
+        rows, m, regular, unshifted = self._shift(z, slice(start, stop))
         t = None
         if self.probabilities is not None:
             t = self._read(self.probabilities, index, scratch, "t")
@@ -148,27 +156,38 @@ class Pass:
             e = scratch.get("e", z.shape)
         unshifted = self._exponentials(z, m, q, unshifted, e, rows)
         top_is_one = regular and not unshifted
-        e_top, rest = self._keep_rest(e, rows, top_is_one, unshifted)
+        e_top, rest = self._keep_rest(e, rows, top_is_one, unshifted, scratch)
         if self.grad is None:
             return
         self._gradient(e, q, e_top, rest, rows, scratch, regular, top_is_one)
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
-    def _shift(self, z: Array, rows: BlockRows) -> tuple[Array, bool, bool]:
-        """Each row's shift (its max where finite, else 0); whether the block is regular,
-        and whether it can skip the shift.
+    def _shift(self, z: Array, items: slice) -> tuple[BlockRows, Array, bool, bool]:
+        """The block's rows with their maxes; each row's shift (its max where finite, else 0);
+        whether the block is regular, and whether it can skip the shift.
 
         A block is regular when every row's max is finite: no row is fully
         masked and none holds +inf or NaN, so no later step needs to look for
-        them. With every row max in ``[0, unshifted_max]``, ``exp(z)`` cannot
-        overflow (nor can a row's sum) and underflows no sooner than
-        ``exp(z - m)``, so the subtraction, a full sweep over the block, can be
-        skipped. Only for float32 blocks of at least `_UNSHIFTED_SIZE` logits,
-        where the sweep costs more than the two reductions that allow it.
+        them. A regular block of short rows (`xentlib._lse.SHORT_ROW`) takes
+        its maxes column by column and never looks up where they are (its
+        ``BlockRows.top`` is None): see `_keep_rest`. With every row max in
+        ``[0, unshifted_max]``, ``exp(z)`` cannot overflow (nor can a row's
+        sum) and underflows no sooner than ``exp(z - m)``, so the subtraction,
+        a full sweep over the block, can be skipped. Only for float32 blocks of
+        at least `_UNSHIFTED_SIZE` logits, where the sweep costs more than the
+        two reductions that allow it.
         """
+        xp, num_classes = self.xp, z.shape[1]
+        m = self.m[items]
+        if num_classes <= SHORT_ROW:
+            top = short_row_max(z, xp)
+            if math.isfinite(top.sum()):
+                m[...] = top
+                return BlockRows.of(xp, items, None, num_classes), m, True, False
+        rows = BlockRows.of(xp, items, z.argmax(axis=-1), num_classes)
         top = z.reshape(-1)[rows.top_at]
-        m = self.m[rows.items]
+        unshifted = False
         if self.unshifted_max is not None and z.size >= _UNSHIFTED_SIZE:
             low, high = float(top.min()), float(top.max())
             unshifted = 0 <= low and high <= self.unshifted_max
@@ -176,11 +195,11 @@ class Pass:
         else:
             # A finite sum proves every term finite; one that overflows only costs the
             # irregular path, which is right for any block.
-            unshifted, regular = False, math.isfinite(top.sum())
-        m[...] = top if regular else finite_shift(top, self.xp)
+            regular = math.isfinite(top.sum())
+        m[...] = top if regular else finite_shift(top, xp)
         if not regular:
             self.regular = False  # only ever set to False: the threads need no lock
-        return m, regular, unshifted
+        return rows, m, regular, unshifted
 
     def _exponentials(self, z: Array, m: Array, q: Array | None, unshifted: bool, e: Array,
                       rows: BlockRows) -> bool:
@@ -199,16 +218,20 @@ class Pass:
         xp.exp(e, out=e)
         return False
 
-    def _keep_rest(self, e: Array, rows: BlockRows, top_is_one: bool,
-                   unshifted: bool) -> tuple[Any, Array]:
+    def _keep_rest(self, e: Array, rows: BlockRows, top_is_one: bool, unshifted: bool,
+                   scratch: _Scratch) -> tuple[Any, Array]:
         """Keep each row's rest ``r``; return its top term and the sum of the others.
 
         ``top_is_one`` when every row was shifted by its finite max, whose term
         is then exactly 1. Unshifted rows are kept as if shifted: the top's
         term 1, the others divided by ``e^m``. ``e`` is left with 0 at each
-        row's top.
+        row's top, except where the block never looked its tops up (short
+        rows, `_shift`): there `split_ones` leaves ``e`` whole.
         """
-        e_top, rest = split_top(e, rows.top, self.xp, top_is_one, rows.top_at)
+        if rows.top is None:
+            e_top, rest = 1, split_ones(e, self.xp, scratch.get("ones", e.shape))
+        else:
+            e_top, rest = split_top(e, rows.top, self.xp, top_is_one, rows.top_at)
         if unshifted:
             self.rest[rows.items] = rest / e_top
         else:
@@ -237,7 +260,8 @@ class Pass:
         coefficient = grad_coefficient(mass, lse, self.z_loss, self.divisor)
         factor = coefficient / total
         xp.multiply(e, factor[:, None], out=e)
-        e.reshape(-1)[rows.top_at] = factor if top_is_one else coefficient * (e_top / total)
+        if rows.top is not None:  # put back the top's share, which `_keep_rest` took out
+            e.reshape(-1)[rows.top_at] = factor if top_is_one else coefficient * (e_top / total)
         if not regular:
             undefined = ~xp.isfinite(total)
             if bool(undefined.any()):

@@ -49,14 +49,15 @@ class BlockRows(NamedTuple):
 
     items: slice  #: where the block's items sit in the flattened batch
     starts: Array  #: the flat position of each row's first entry
-    top: Array  #: the column of each row's max
-    top_at: Array  #: its flat position
+    top: Array | None  #: the column of each row's max, None where it was not looked up
+    top_at: Array | None  #: its flat position
 
     @classmethod
-    def of(cls, xp: Any, items: slice, top: Array, num_classes: int) -> BlockRows:
+    def of(cls, xp: Any, items: slice, top: Array | None, num_classes: int) -> BlockRows:
         """The rows ``items`` of a block with ``num_classes`` columns and maxes at ``top``."""
-        starts = xp.arange(0, len(top) * num_classes, num_classes)
-        return cls(items, starts, top, starts + top)
+        rows = items.stop - items.start
+        starts = xp.arange(0, rows * num_classes, num_classes)
+        return cls(items, starts, top, None if top is None else starts + top)
 
 
 class ItemSums:
