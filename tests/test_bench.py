@@ -98,6 +98,12 @@ def test_large_vocab_chunked_memory_stays_flat_and_sharded_agrees():
         assert r["loss_difference"] < 1e-5 and r["sharded_difference"] < 1e-5
     chunked = [r["memory"]["chunked"] for r in results]
     assert max(chunked) < 1.5 * min(chunked) and results[-1]["memory_ratio"] < 0.5
+    for r in results:  # the cluster's time, accounted for by Dask's task stream
+        parts = r["sharded_breakdown"]
+        assert parts["tasks"] > 3 and parts["compute"] > 0 and parts["wall"] > 0
+        assert parts["before_first_task"] >= parts["build"] > 0
+    table = bench.table_large_vocab(results)
+    assert "cluster" in table and "before_first_task" in table
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -23,7 +23,7 @@ ALLOWED = {
     "softmax": {"_checks", "_lse", "_namespace", "_typing"},
     "loss": {"_checks", "_namespace", "_pass", "_targets", "_typing"},
     "linear": {"_checks", "_lse", "_namespace", "_targets", "_typing"},
-    "sharded": {"_checks", "_lse", "_namespace", "_targets", "_typing"},
+    "sharded": {"_blocked", "_checks", "_lse", "_namespace", "_targets", "_typing"},
     "gradcheck": {"_checks", "_namespace", "_typing"},
     "naive": {"_namespace", "_typing"},
 }

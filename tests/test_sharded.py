@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import xentlib
+from xentlib import _blocked
 
 from .helpers import BFLOAT16, assert_close, reference_cross_entropy
 
@@ -20,13 +21,14 @@ WEIGHT = RNG.uniform(0.5, 2.0, size=C)
 WEIGHT[6] = 0.0
 
 # (rows, classes) per chunk: one shard, shards that do not divide C, one class per shard,
-# uneven shards given explicitly.
+# uneven shards given explicitly, and empty chunks (a shard of no classes, as slicing leaves).
 CHUNKINGS = {
     "one_shard": (N, C),
     "4_classes": (N, 4),
     "rows_and_classes": (3, 5),
     "1_class": (2, 1),
     "uneven": (N, (1, 8, 4)),
+    "empty_chunks": ((0, 3, 0, 4), (5, 0, 8)),
 }
 CASES = {
     "plain": dict(),
@@ -139,6 +141,54 @@ def test_task_count_does_not_grow_with_the_items(options):
     assert tasks(64) == tasks(4096)
 
 
+@pytest.mark.parametrize("rows", [1, 3], ids=["1_row", "3_rows"])
+def test_row_blocks_inside_a_shard_match_dense(xp, monkeypatch, rows):
+    # Blocks of 1 and of 3 rows (the last of 7 holding 1): each block is shifted by its rows' own
+    # maxima, and the scratch buffer is reused, so a row of one block cannot leak into another.
+    logits, labels = _problem(-100)
+    monkeypatch.setattr(_blocked, "BLOCK_BYTES", rows * 4 * logits.itemsize)
+    for options in [CASES["everything"], dict(CASES["everything"], reduction="none")]:
+        _check(xp, logits, labels, (N, 4), **options)
+
+
+@pytest.mark.parametrize("options", [{}, dict(label_smoothing=0.1, weight=np.ones(4096))],
+                         ids=["plain", "smoothing"])
+def test_no_temporary_as_large_as_a_shard(options):
+    # Shards of 16 MiB: the exponentials go through one cache-sized buffer, reused row block by
+    # row block, so a shard's work allocates a fraction of it (shifted logits and their
+    # exponentials the size of the shard, as a first version made, were 2.9 shards at peak).
+    tracemalloc = pytest.importorskip("tracemalloc")
+    logits = RNG.normal(size=(1024, 4096))
+    loss = sharded.cross_entropy(da.from_array(logits, chunks=(1024, 2048)),
+                                 RNG.integers(0, 4096, size=1024), **options)
+    tracemalloc.start()
+    try:
+        loss.compute(scheduler="sync")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * 1024 * 2048 * logits.itemsize, peak
+
+
+@pytest.mark.parametrize("options", [CASES["ignore_index"], CASES["everything"]],
+                         ids=["ignore_index", "everything"])
+def test_shards_are_read_not_written(options):
+    # dask.array.from_array copies a NumPy array, so the readonly backend cannot see a write into
+    # a shard; persisted shards (a cluster's) are shared by every later computation. Read-only
+    # blocks make any write raise.
+    logits, labels = _problem(-100)
+    shards = da.from_array(logits, chunks=(3, 5)).map_blocks(_read_only, dtype=logits.dtype)
+    loss = sharded.cross_entropy(shards, labels, **options)
+    assert_close(np.asarray(loss.compute(scheduler="sync")),
+                 _reference(np, logits, labels, **options), rtol=1e-12)
+
+
+def _read_only(block):
+    view = block.view()
+    view.flags.writeable = False
+    return view
+
+
 def test_lazy_until_computed():
     logits, labels = _problem()
     shards = da.from_array(logits, chunks=(N, 4)).map_blocks(
@@ -231,6 +281,14 @@ def test_minus_inf_masks_classes(xp):
     labels[labels < 4] = 4
     _check(xp, logits, labels, (N, 4), reduction="none",
            weight=np.where(np.arange(C) < 4, 0.0, 1.0), label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("chunks", [(2, 1), (2, 2)], ids=["1_class", "2_classes"])
+def test_maxima_further_apart_than_the_float_range(xp, chunks):
+    # The shards' maxima 3e38 and -3e38 are 6e38 apart, beyond float32: the smaller one's sum is
+    # scaled by exp(-inf) = 0, quietly (warnings are errors here).
+    logits = np.array([[3e38, -3e38, 0.0], [-3e38, 3e38, 1.0]], np.float32)
+    _check(xp, logits, np.array([2, 1]), chunks, reduction="none", rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=["float16", "bfloat16"])

@@ -3,13 +3,16 @@
 In tensor-parallel training the classifier, and so the logits, is split by
 vocabulary: each device holds every item's logits for its own classes. The
 loss needs each item's log-sum-exp over all classes, and the shards combine
-their parts like an all-reduce:
+their parts like an all-reduce, reading each logit once:
 
-1. every shard takes the max of its logits per item; the max over shards is
-   the shift;
-2. every shard sums the exponentials of its logits minus that shift, and the
-   shard that owns an item's label contributes the label's logit (the others
-   0); sums over the shards give the log-sum-exp and the label logit.
+1. every shard takes, per item, the max of its own logits and the sum of
+   their exponentials shifted by it (`xentlib._lse`'s ``(m, r)``), a block of
+   rows at a time through one cache-sized buffer, and the shard that owns an
+   item's label keeps the label's logit (the others 0);
+2. the shards' statistics, a few numbers per item, merge in a tree
+   (`xentlib._lse.merge_partials`: the sum with the smaller max is scaled by
+   ``exp`` of the gap), in any order; the merged max is the shift, and the
+   label's logit is shifted by it at the end.
 
 Here a shard is one chunk of a Dask array along the class axis; the chunks
 may live on NumPy or CuPy. This module is the only one that imports ``dask``,
@@ -21,10 +24,10 @@ from typing import Any
 
 import dask.array as da
 
-from . import _checks
-from ._lse import finite_shift, item_losses, split_top
-from ._namespace import errstate, get_namespace, namespace_of
-from ._targets import ClassIndices, chunk_labels, index_cross, reduction_divisor
+from . import _blocked, _checks
+from ._lse import finite_shift, item_losses, merge_partials, split_top
+from ._namespace import errstate, get_namespace, in_row_blocks, namespace_of
+from ._targets import ClassIndices, chunk_labels, dense_dot, index_cross, reduction_divisor
 from ._typing import ArrayLike, Reduction
 
 __all__ = ["cross_entropy"]
@@ -32,52 +35,98 @@ __all__ = ["cross_entropy"]
 _FUNC = "sharded.cross_entropy"
 
 
-def _shift(m, dtype):
-    """The max over all shards where it is finite, else 0; in the working dtype."""
-    return finite_shift(m, get_namespace(m)).astype(dtype, copy=False)
+# The columns of the statistics a shard keeps per item: its max and rest (`xentlib._lse`), the
+# label's logit, and with label smoothing the spread's term and its mass on the shard.
+_MAX, _REST, _LABEL, _TERM, _MASS = range(5)
 
 
-def _shard_statistics(z, t, labels, classes, spread, dtype):
-    """One shard's share of each item's statistics, shape (n, 1, 4), to be summed over shards.
+def _shard_partial(z, classes, labels, spread, dtype):
+    """One shard's statistics of each item, shape (n, 1, columns), relative to its own max.
 
-    The four are: the sum of ``exp(z - t)`` over the shard's classes, leaving
-    out one term equal to exactly 1 if the shard holds the max; whether it
-    does (1 or 0); the label's shifted logit if the shard owns the label (else
-    0); the shard's ``sum_k spread_k (z_k - t)`` (0 without smoothing).
+    The columns: the plain max ``m`` of the shard's logits; its rest ``r``
+    (the sum of ``exp(z - finite_shift(m))`` less the max's own 1); the label's
+    logit, unshifted, if the shard owns the label (else 0); and with
+    ``spread`` (the smoothing's mass per class of the shard) the spread's
+    ``sum_k spread_k (z_k - finite_shift(m))`` and ``sum_k spread_k``.
+    The rows go in cache-sized blocks through one scratch buffer.
     """
     xp = get_namespace(z)
-    # Logits spanning more than the float range make z - t = -inf (exp 0) without a warning.
+    n, width = z.shape
+    columns = _TERM if spread is None else _MASS + 1
+    out = xp.zeros((n, 1, columns), dtype=dtype)
+    stats = out[:, 0, :]
+    if width == 0:  # no classes: an empty sum, as if every logit were masked
+        stats[:, _MAX], stats[:, _REST] = -xp.inf, -1
+        return out
+    owned, index = chunk_labels(xp, labels, int(classes[0]), width)
+    stats[:, _LABEL] = xp.where(owned, z[xp.arange(n), index], 0)
+    if spread is not None:
+        stats[:, _MASS] = xp.sum(spread)
+    # Blocks of rows that stay in a core's cache while all the steps run over them, as in the
+    # dense pass: the shard's exponentials never exist at the shard's size.
+    step = _blocked.rows_per_block(width * dtype.itemsize) if in_row_blocks(xp) else n
+    scratch = xp.empty((min(step, n), width), dtype=dtype)
+    # Logits spanning more than the float range make z - t = -inf (exp 0) without a warning;
+    # a +inf logit makes inf - inf.
     with errstate(xp, over="ignore", invalid="ignore"):
-        shifted = z.astype(dtype, copy=False) - t[:, None]
-        e = xp.exp(shifted)
-        top = xp.argmax(shifted, axis=-1)
-        holds = shifted[xp.arange(len(top)), top] == 0
-        e_top, others = split_top(e, top, xp)
-        # Leaving the exact 1 out keeps what lies below it, as the dense path does with log1p.
-        rest = others + xp.where(holds, 0, e_top)
-        owned, index = chunk_labels(xp, labels, int(classes[0]), z.shape[-1])
-        label = xp.where(owned, xp.take_along_axis(shifted, index[:, None], axis=-1)[:, 0], 0)
-        if spread is None:
-            spread_term = xp.zeros_like(label)
-        else:
-            spread_term = xp.sum(xp.where(spread == 0, 0, spread * shifted), axis=-1)
-    parts = [rest, holds.astype(dtype), label, spread_term]
-    return xp.stack(parts, axis=-1)[:, None, :]
+        for start in range(0, n, step):
+            block, part = z[start : start + step], stats[start : start + step]
+            top = xp.argmax(block, axis=-1)
+            rows = xp.arange(len(top))
+            part[:, _MAX] = block[rows, top]
+            e = scratch[: len(top)]
+            xp.subtract(block, finite_shift(part[:, _MAX], xp)[:, None], out=e)
+            if spread is not None:
+                dense_dot(xp, spread, e, part[:, _TERM])
+            xp.exp(e, out=e)
+            e_top, others = split_top(e, top, xp)
+            # Leaving the exact 1 out keeps what lies below it, as the dense path does.
+            part[:, _REST] = (e_top - 1) + others
+    return out
 
 
-def _item_losses(statistics, t, hit, valid, spread_mass, z_loss):
-    """Each item's loss from its statistics summed over the shards."""
-    xp = get_namespace(statistics)
-    # The shards holding the max each left out a 1; all but one are put back (an exact integer).
-    rest = statistics[:, 0] + (statistics[:, 1] - 1)
-    dense = statistics[:, 3] if spread_mass else None
+def _keep(stats, axis, keepdims):
+    """The first step of Dask's reduction, per block: `_shard_partial` has done its work."""
+    return stats
+
+
+def _merge_shards(stats, axis, keepdims):
+    """Merge the statistics of the shards along ``axis`` (1) into those of their classes.
+
+    The shards' ``(m, r)`` merge with `xentlib._lse.merge_partials`, in any
+    order; each spread term moves to the merged shift, as its sum of
+    exponentials moves to the merged max.
+    """
+    xp = get_namespace(stats)
+    merged = xp.empty((stats.shape[0], stats.shape[2]), dtype=stats.dtype)
+    # Shards whose maxima are further apart than the float range overflow the gap to inf
+    # (a factor exp(-inf) = 0), and a +inf logit's rest stays inf: neither is worth a warning.
+    with errstate(xp, over="ignore", invalid="ignore"):
+        m, r = stats[:, 0, _MAX], stats[:, 0, _REST]
+        for k in range(1, stats.shape[1]):
+            m, r = merge_partials(xp, (m, r), (stats[:, k, _MAX], stats[:, k, _REST]))
+        merged[:, _MAX], merged[:, _REST] = m, r
+        merged[:, _LABEL] = xp.sum(stats[:, :, _LABEL], axis=1)  # one shard's logit and zeros
+        if stats.shape[2] > _TERM:
+            mass = stats[:, :, _MASS]
+            gap = finite_shift(stats[:, :, _MAX], xp) - finite_shift(m, xp)[:, None]
+            terms = stats[:, :, _TERM] + xp.where(mass == 0, 0, gap * mass)
+            merged[:, _TERM], merged[:, _MASS] = xp.sum(terms, axis=1), xp.sum(mass, axis=1)
+    return merged[:, None, :] if keepdims else merged
+
+
+def _item_losses(stats, hit, valid, spread_mass, z_loss):
+    """Each item's loss from the statistics of all its classes, shape (n, columns)."""
+    xp = get_namespace(stats)
+    t = finite_shift(stats[:, _MAX], xp)
+    dense = stats[:, _TERM] if spread_mass else None
 
     def cross(s0):
         """The target's part of each item's loss."""
-        return index_cross(xp, hit, statistics[:, 2], spread_mass, dense, s0)
+        return index_cross(xp, hit, stats[:, _LABEL] - t, spread_mass, dense, s0)
 
     with errstate(xp, invalid="ignore", divide="ignore"):
-        loss = item_losses(xp, t, rest, cross, z_loss)[0]
+        loss = item_losses(xp, t, stats[:, _REST], cross, z_loss)[0]
     return loss if valid is None else xp.where(valid, loss, 0)
 
 
@@ -142,9 +191,10 @@ def cross_entropy(
     """Compute the cross-entropy of logits whose classes are split into Dask chunks.
 
     Each chunk along the class axis is a shard, as in tensor-parallel
-    training. The shards combine their statistics in two rounds, a max and
-    then a sum, so no block of the computation is wider than one shard: the
-    class axis is never gathered into one chunk.
+    training. Each shard reads its logits once, for its own max and sum of
+    exponentials per item; these statistics then merge in a tree, so no
+    block of the computation is wider than one shard: the class axis is
+    never gathered into one chunk.
 
     Parameters
     ----------
@@ -182,15 +232,19 @@ def cross_entropy(
 
     Notes
     -----
-    With shard ``k`` holding the classes :math:`S_k`, each item needs
+    With shard ``k`` holding the classes :math:`S_k`, its own max
+    :math:`m_k` and sum :math:`s_k`, each item needs
 
     .. math::
 
-        m = \\max_k \\max_{j \\in S_k} z_j, \\qquad
-        \\operatorname{LSE} = m + \\log \\sum_k \\sum_{j \\in S_k} e^{z_j - m},
+        m_k = \\max_{j \\in S_k} z_j, \\quad
+        s_k = \\sum_{j \\in S_k} e^{z_j - m_k}, \\quad
+        m = \\max_k m_k, \\quad
+        \\operatorname{LSE} = m + \\log \\sum_k s_k e^{m_k - m},
 
     and its label's logit from the one shard that owns it; the smoothing term
-    :math:`\\sum_j w_j (\\operatorname{LSE} - z_j)` is summed the same way. The
+    :math:`\\sum_j w_j (\\operatorname{LSE} - z_j)` is summed the same way,
+    each shard's part moved from its shift :math:`m_k` to :math:`m`. The
     target distribution and the conventions (nothing to average gives 0.0)
     are those of `xentlib.cross_entropy`.
 
@@ -225,22 +279,24 @@ def cross_entropy(
         return losses if reduction == "none" else (losses.sum() / divisor).astype(dtype)
     rows, shards = logits.chunks
     per_item = {"chunks": (rows,)}
-    t = logits.max(axis=1).map_blocks(_shift, dtype, dtype=dtype, meta=xp.empty((0,), dtype=dtype))
     classes = da.from_array(xp.arange(logits.shape[1]), chunks=(shards,))
     spread: tuple[Any, Any] = (None, None)
     if q.spread is not None:
         spread = (da.from_array(q.spread_of(0, logits.shape[1]), chunks=(shards,)), "j")
-    statistics = da.blockwise(
-        _shard_statistics, "ijk",
-        logits, "ij", t, "i", da.from_array(q.labels, **per_item), "i", classes, "j", *spread,
+    columns = _TERM if q.spread is None else _MASS + 1
+    partials = da.blockwise(
+        _shard_partial, "ijk",
+        logits, "ij", classes, "j", da.from_array(q.labels, **per_item), "i", *spread,
         dtype, None,
-        new_axes={"k": 4}, adjust_chunks={"j": 1}, dtype=dtype,
+        new_axes={"k": columns}, adjust_chunks={"j": 1}, dtype=dtype,
         meta=xp.empty((0, 0, 0), dtype=dtype),
-    ).sum(axis=1)
+    )
+    stats = da.reduction(partials, _keep, _merge_shards, axis=1, combine=_merge_shards,
+                         dtype=dtype, meta=xp.empty((0, 0), dtype=dtype))
     valid = (None, None) if q.valid is None else (da.from_array(q.valid, **per_item), "i")
     losses = da.blockwise(
         _item_losses, "i",
-        statistics, "ij", t, "i", da.from_array(q.hit, **per_item), "i", *valid,
+        stats, "ik", da.from_array(q.hit, **per_item), "i", *valid,
         float(q.spread_mass), None, z_loss, None,
         concatenate=True, dtype=dtype, meta=xp.empty((0,), dtype=dtype),
     )

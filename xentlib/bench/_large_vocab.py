@@ -68,8 +68,9 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
     shards : int
         With a positive number, also time `xentlib.sharded.cross_entropy` (loss
         only) on ``(N, V)`` normal logits split into that many vocabulary
-        shards, on a 2-worker Dask ``LocalCluster`` (threads), against the
-        dense loss of the same logits.
+        shards, on Dask's threaded scheduler and on a 2-worker Dask
+        ``LocalCluster`` (threads), against the dense loss of the same logits,
+        in ``repeat`` interleaved rounds.
     seed : int
         For the normal hidden states and classifier, and uniform labels.
     progress : bool
@@ -83,8 +84,17 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
         ``seconds`` and ``memory`` (peak bytes beyond the returned gradients)
         and ``loss`` for ``dense`` and ``chunked``, their ``time_ratio`` and
         ``memory_ratio`` (chunked / dense), ``loss_difference``, and with
-        shards, ``sharded_seconds``, ``dense_loss_seconds``, ``sharded_ratio``
-        and ``sharded_difference``.
+        shards: ``dense_loss_seconds``; ``sharded_seconds`` and
+        ``sharded_ratio`` (/ dense) on the cluster; ``sharded_threads_seconds``
+        and ``sharded_threads_ratio`` on the threaded scheduler;
+        ``sharded_difference``, the larger of the two losses' differences from
+        the dense one; and ``sharded_breakdown``, where the cluster's median
+        round went, in seconds: ``wall``, ``compute``, ``transfer`` and
+        ``deserialize`` summed over its ``tasks``, ``idle`` (the workers'
+        time between the first task and the last not spent on tasks),
+        ``before_first_task`` (building and scheduling the graph), of which
+        ``build`` (checking the input and building the graph), and
+        ``after_last_task`` (returning the result).
 
     Examples
     --------
@@ -95,8 +105,8 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
     """
     rng = np.random.default_rng(seed)
     steps = {"dense": _dense_linear_step, "chunked": _chunked_linear_step}
-    # per vocabulary: the memory of each step, its timed rounds, and the two sharded steps
-    total = len(vocabularies) * (len(steps) * (1 + repeat) + (2 if shards else 0))
+    # per vocabulary: the memory of each step, its timed rounds, and the sharded rounds
+    total = len(vocabularies) * (len(steps) * (1 + repeat) + (3 * repeat if shards else 0))
     results = []
     with _Progress(total, progress) as bar:
         for vocab in vocabularies:
@@ -121,36 +131,110 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
                 loss_difference=abs(losses["chunked"] - losses["dense"]),
             )
             if shards:
-                result.update(_time_sharded(rows, vocab, shards, args[2], seed, dtype, bar))
+                result.update(_time_sharded(rows, vocab, shards, args[2], seed, dtype, repeat,
+                                           bar))
             results.append(result)
     return results
 
 
 def _time_sharded(rows: int, vocab: int, shards: int, labels: np.ndarray, seed: int,
-                  dtype: str, bar: _Progress) -> dict[str, float]:
-    """Sharded loss on a 2-worker Dask cluster against the dense loss of the same logits.
+                  dtype: str, repeat: int, bar: _Progress) -> dict[str, Any]:
+    """Sharded loss on Dask against the dense loss of the same logits, in interleaved rounds.
 
+    Each round times the dense loss, the sharded loss on Dask's threaded
+    scheduler (the default for dask arrays, no cluster), and on a 2-worker
+    ``LocalCluster`` (threads), whose task stream says where its time goes.
     The logits are drawn on the workers, shard by shard, as each device of a
-    tensor-parallel model computes its own slice; the dense loss gets a copy.
+    tensor-parallel model computes its own slice; the dense and threaded
+    losses get a copy. The medians are reported, and the breakdown of the
+    cluster's median round.
     """
     import dask.array as da
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     from .. import sharded
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster):
-        split = da.random.default_rng(seed).standard_normal(
-            (rows, vocab), dtype=dtype, chunks=(rows, -(-vocab // shards))).persist()
+    workers = 2
+    times: dict[str, list[float]] = {"dense": [], "threads": [], "cluster": []}
+    breakdowns, differences = [], []
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        split = _place_shards(client, rows, vocab, shards, seed, dtype, workers)
         logits = split.compute()
-        start = time.perf_counter()
-        dense = float(cross_entropy(logits, labels))
-        dense_seconds = time.perf_counter() - start
-        bar.step("dense loss")
-        start = time.perf_counter()
-        loss = float(sharded.cross_entropy(split, labels).compute())
-        sharded_seconds = time.perf_counter() - start
-        bar.step(f"sharded loss, {shards} shards")
-    return dict(sharded_seconds=sharded_seconds, dense_loss_seconds=dense_seconds,
-                sharded_ratio=sharded_seconds / dense_seconds,
-                sharded_difference=abs(loss - dense))
+        local = da.from_array(logits, chunks=split.chunks)
+        for _ in range(repeat):
+            start = time.perf_counter()
+            dense = float(cross_entropy(logits, labels))
+            times["dense"].append(time.perf_counter() - start)
+            bar.step("dense loss")
+            start = time.perf_counter()
+            loss = float(sharded.cross_entropy(local, labels).compute(scheduler="threads"))
+            times["threads"].append(time.perf_counter() - start)
+            differences.append(abs(loss - dense))
+            bar.step(f"sharded loss, {shards} shards, threads")
+            with get_task_stream(client) as stream:
+                start, clock = time.perf_counter(), time.time()
+                lazy = sharded.cross_entropy(split, labels)
+                build = time.perf_counter() - start
+                loss = float(lazy.compute())
+                times["cluster"].append(time.perf_counter() - start)
+                end = time.time()
+            # The stream's records arrive when its block ends.
+            breakdowns.append(dict(_task_breakdown(stream.data, clock, end, workers), build=build))
+            differences.append(abs(loss - dense))
+            bar.step(f"sharded loss, {shards} shards, cluster")
+    seconds = _median(times)
+    median_round = sorted(range(repeat), key=times["cluster"].__getitem__)[repeat // 2]
+    return dict(sharded_seconds=seconds["cluster"], dense_loss_seconds=seconds["dense"],
+                sharded_ratio=seconds["cluster"] / seconds["dense"],
+                sharded_threads_seconds=seconds["threads"],
+                sharded_threads_ratio=seconds["threads"] / seconds["dense"],
+                sharded_breakdown=breakdowns[median_round],
+                sharded_difference=max(differences))
+
+
+def _place_shards(client: Any, rows: int, vocab: int, shards: int, seed: int, dtype: str,
+                  workers: int) -> Any:
+    """``(rows, vocab)`` normal logits, the shards drawn on the workers in turn and kept there.
+
+    Left to itself, the scheduler may draw every shard on the worker that
+    started first; the other worker then steals the tasks that read them and
+    copies the shards over (between processes, a transfer of seconds).
+    """
+    import dask.array as da
+
+    client.wait_for_workers(workers)
+    addresses = sorted(client.scheduler_info()["workers"])
+    rng = da.random.default_rng(seed)
+    width = -(-vocab // shards)
+    parts = [client.persist(rng.standard_normal((rows, min(width, vocab - lo)), dtype=dtype,
+                                                chunks=-1),
+                            workers=[addresses[j % workers]])
+             for j, lo in enumerate(range(0, vocab, width))]
+    return da.concatenate(parts, axis=1)
+
+
+def _task_breakdown(records: list[dict[str, Any]], start: float, stop: float,
+                    workers: int) -> dict[str, float]:
+    """Where a computation's wall time went, from Dask's task stream of it.
+
+    ``records`` are the stream's tasks, ``start`` and ``stop`` the epoch
+    seconds of the call. Each task's ``startstops`` give its ``compute``,
+    ``transfer`` (of its inputs from another worker) and ``deserialize``
+    seconds, summed over the tasks; ``idle`` is what the ``workers`` threads
+    did not spend on tasks between the first task's start and the last one's
+    end; ``before_first_task`` (building, optimizing and scheduling the graph)
+    and ``after_last_task`` (returning the result) are the call's ends. The
+    stream's times are the scheduler's estimate of the workers' clocks, good
+    to a few milliseconds: an end that comes out negative is reported as 0.
+    """
+    spent = dict.fromkeys(["compute", "transfer", "deserialize"], 0.0)
+    first, last = stop, start
+    for record in records:
+        for part in record["startstops"]:
+            spent[part["action"]] = spent.get(part["action"], 0.0) + part["stop"] - part["start"]
+            first, last = min(first, part["start"]), max(last, part["stop"])
+    return dict(wall=stop - start, tasks=len(records), **spent,
+                idle=workers * max(0.0, last - first) - sum(spent.values()),
+                before_first_task=max(0.0, first - start),
+                after_last_task=max(0.0, stop - last))

@@ -95,16 +95,29 @@ def _micros(seconds: float) -> str:
 
 
 def table_large_vocab(results: Results) -> str:
-    """The results of `run_large_vocab` as aligned text, one line per vocabulary size."""
+    """The results of `run_large_vocab` as aligned text, one line per vocabulary size.
+
+    ``threads`` and ``cluster`` are the sharded loss over the dense one; with
+    shards, a second table says where the cluster's time went.
+    """
     mib = 2.0**20
     lines = [f"{'V':>7} {'logits':>9} {'dense':>9} {'chunked':>8} {'memory':>7} {'time':>6}"
-             f" {'sharded':>8}"]
+             f" {'threads':>8} {'cluster':>8}"]
     for r in results:
-        sharded = f"{r['sharded_ratio']:.2f}" if "sharded_ratio" in r else ""
+        sharded = (f"{r['sharded_threads_ratio']:>8.2f} {r['sharded_ratio']:>8.2f}"
+                   if "sharded_ratio" in r else "")
         lines.append(f"{r['vocabulary']:>7} {r['logits_bytes'] / mib:>5.0f} MiB"
                      f" {r['memory']['dense'] / mib:>5.0f} MiB"
                      f" {r['memory']['chunked'] / mib:>4.1f} MiB"
-                     f" {r['memory_ratio']:>7.3f} {r['time_ratio']:>6.2f} {sharded:>8}")
+                     f" {r['memory_ratio']:>7.3f} {r['time_ratio']:>6.2f} {sharded}")
+    breakdowns = [(r["vocabulary"], r["sharded_breakdown"]) for r in results
+                  if "sharded_breakdown" in r]
+    if breakdowns:
+        names = list(breakdowns[0][1])
+        lines += ["", "Where the cluster's median round went, in seconds (Dask's task stream):",
+                  f"{'V':>7}" + "".join(f" {name:>17}" for name in names)]
+        lines += [f"{vocab:>7}" + "".join(f" {parts[name]:>17.3g}" for name in names)
+                  for vocab, parts in breakdowns]
     return "\n".join(lines)
 
 
