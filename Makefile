@@ -69,8 +69,8 @@ bench: $(VENV)/installed
 	$(BIN)/python -m xentlib.bench --out _build/bench
 
 # Time per logit of xentlib, torch (when installed) and whole-array NumPy, loss and loss +
-# gradient, from N*C = 10^2 to 10^8 at C = 10, 1000 and 32768: 2.5 minutes on two idle
-# cores (7 on a busy machine) and 3.1 GiB of memory at its peak. Writes sweep.json and sweep.png into _build/bench.
+# gradient, from N*C = 10^2 to 10^8 at C = 10, 1000 and 32768: 1 min 45 s on two idle
+# cores and 3.1 GiB of memory at its peak. Writes sweep.json and sweep.png into _build/bench.
 bench-sweep: $(VENV)/installed
 	$(BIN)/python -m xentlib.bench --sweep --out _build/bench
 

@@ -126,8 +126,8 @@ class Pass:
         return errstate(self.xp, invalid="ignore", divide="ignore", over="ignore")
 
     def _read(self, a: Array, index: Any, scratch: _Scratch, name: str) -> Array:
-        """Block ``index`` of ``a`` as C-contiguous rows in the working dtype: a view where it
-        can be."""
+        """Block ``index`` of ``a`` as C-contiguous rows in the working dtype, a view if it can.
+        """
         part = a[index]
         if part.ndim == 2 and part.dtype == self.dtype and part.flags.c_contiguous:
             return part
@@ -164,19 +164,18 @@ class Pass:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
     def _shift(self, z: Array, items: slice) -> tuple[BlockRows, Array, bool, bool]:
-        """The block's rows with their maxes; each row's shift (its max where finite, else 0);
-        whether the block is regular, and whether it can skip the shift.
+        """The block's rows, their shifts, and whether the block is regular and may skip them.
 
-        A block is regular when every row's max is finite: no row is fully
-        masked and none holds +inf or NaN, so no later step needs to look for
-        them. A regular block of short rows (`xentlib._lse.SHORT_ROW`) takes
-        its maxes column by column and never looks up where they are (its
-        ``BlockRows.top`` is None): see `_keep_rest`. With every row max in
-        ``[0, unshifted_max]``, ``exp(z)`` cannot overflow (nor can a row's
-        sum) and underflows no sooner than ``exp(z - m)``, so the subtraction,
-        a full sweep over the block, can be skipped. Only for float32 blocks of
-        at least `_UNSHIFTED_SIZE` logits, where the sweep costs more than the
-        two reductions that allow it.
+        Each row's shift is its max where finite, else 0. A block is regular
+        when every row's max is finite: no row is fully masked and none holds
+        +inf or NaN, so no later step needs to look for them. A regular block of
+        short rows (`xentlib._lse.SHORT_ROW`) takes its maxes column by column
+        and never looks up where they are (its ``BlockRows.top`` is None): see
+        `_keep_rest`. With every row max in ``[0, unshifted_max]``, ``exp(z)``
+        cannot overflow (nor can a row's sum) and underflows no sooner than
+        ``exp(z - m)``, so the subtraction, a full sweep over the block, can be
+        skipped. Only for float32 blocks of at least `_UNSHIFTED_SIZE` logits,
+        where the sweep costs more than the two reductions that allow it.
         """
         xp, num_classes = self.xp, z.shape[1]
         m = self.m[items]
