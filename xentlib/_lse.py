@@ -84,7 +84,8 @@ def short_row_max(z: Array, xp: Any) -> Array:
 
     NumPy reduces one row at a time; on rows of ten classes its ``max`` and
     ``argmax`` took four times as long as the ``C - 1`` elementwise maxima
-    that run across all the rows at once. A NaN propagates, as in ``max``.
+    that run across all the rows at once. Those are ``C - 1`` calls, though,
+    worth it only on blocks of many rows. A NaN propagates, as in ``max``.
     """
     m = z[:, 0].copy()
     for j in range(1, z.shape[1]):

@@ -40,6 +40,10 @@ _LOG_FLOAT32_MAX = math.log(float(np.finfo(np.float32).max))
 # Below this many logits a block always subtracts its shift: two reductions over the row
 # maxes cost about as much as a subtraction over 2**14 logits (measured on NumPy 2.4).
 _UNSHIFTED_SIZE = 1 << 14
+# Short rows are reduced column by column (`_shift`) in blocks of at least this many rows:
+# about where C - 1 calls of a microsecond each beat one row reduction at some 4 ns a logit,
+# for ten classes.
+_COLUMNS_FROM_ROWS = 256
 
 
 class _Scratch:
@@ -169,17 +173,18 @@ class Pass:
         Each row's shift is its max where finite, else 0. A block is regular
         when every row's max is finite: no row is fully masked and none holds
         +inf or NaN, so no later step needs to look for them. A regular block of
-        short rows (`xentlib._lse.SHORT_ROW`) takes its maxes column by column
-        and never looks up where they are (its ``BlockRows.top`` is None): see
-        `_keep_rest`. With every row max in ``[0, unshifted_max]``, ``exp(z)``
-        cannot overflow (nor can a row's sum) and underflows no sooner than
-        ``exp(z - m)``, so the subtraction, a full sweep over the block, can be
-        skipped. Only for float32 blocks of at least `_UNSHIFTED_SIZE` logits,
-        where the sweep costs more than the two reductions that allow it.
+        short rows (`xentlib._lse.SHORT_ROW`), at least `_COLUMNS_FROM_ROWS` of
+        them, takes its maxes column by column and never looks up where they are
+        (its ``BlockRows.top`` is None): see `_keep_rest`. With every row max in
+        ``[0, unshifted_max]``, ``exp(z)`` cannot overflow (nor can a row's sum)
+        and underflows no sooner than ``exp(z - m)``, so the subtraction, a full
+        sweep over the block, can be skipped. Only for float32 blocks of at
+        least `_UNSHIFTED_SIZE` logits, where the sweep costs more than the two
+        reductions that allow it.
         """
         xp, num_classes = self.xp, z.shape[1]
         m = self.m[items]
-        if num_classes <= SHORT_ROW:
+        if num_classes <= SHORT_ROW and z.shape[0] >= _COLUMNS_FROM_ROWS:
             top = short_row_max(z, xp)
             if math.isfinite(top.sum()):
                 m[...] = top
