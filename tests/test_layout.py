@@ -22,7 +22,7 @@ ALLOWED = {
     "_pass": {"_blocked", "_lse", "_namespace", "_targets"},
     "softmax": {"_checks", "_lse", "_namespace", "_typing"},
     "loss": {"_checks", "_namespace", "_pass", "_targets", "_typing"},
-    "linear": {"_checks", "_lse", "_namespace", "_targets", "_typing"},
+    "linear": {"_blocked", "_checks", "_lse", "_namespace", "_targets", "_typing"},
     "sharded": {"_blocked", "_checks", "_lse", "_namespace", "_targets", "_typing"},
     "gradcheck": {"_checks", "_namespace", "_typing"},
     "naive": {"_namespace", "_typing"},

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import xentlib
+from xentlib import _blocked
 from xentlib._lse import merge_partials
 
 from .helpers import BFLOAT16, assert_close, reference_cross_entropy, reference_cross_entropy_grad
@@ -87,6 +88,19 @@ class TestMatchesDense:
         assert_close(loss, dense_loss, rtol=1e-12)
         assert_close(loss_g, dense_loss, rtol=1e-12)
         assert len(grads) == len(dense_grads)
+        for grad, dense in zip(grads, dense_grads, strict=True):
+            assert_close(grad, dense, rtol=1e-10, atol=1e-15)
+
+    @pytest.mark.parametrize("options", CASES.values(), ids=CASES.keys())
+    def test_row_blocks_of_the_backward_on_threads(self, monkeypatch, options):
+        # Blocks of 2 items of a 4-class chunk, on two threads: 13 items leave a block of 1.
+        monkeypatch.setattr(_blocked, "BLOCK_BYTES", 2 * 4 * 8)
+        monkeypatch.setattr(_blocked, "THREADS", 2)
+        arrays, bias, options = _case(np, options, items=13)
+        loss, *grads = xentlib.linear_cross_entropy_with_grad(*arrays, bias=bias, chunk_size=4,
+                                                              **options)
+        dense_loss, dense_grads = _dense(np, *arrays, bias=bias, **options)
+        assert_close(loss, dense_loss, rtol=1e-12)
         for grad, dense in zip(grads, dense_grads, strict=True):
             assert_close(grad, dense, rtol=1e-10, atol=1e-15)
 

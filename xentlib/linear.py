@@ -25,9 +25,9 @@ not finite). The largest term is exactly 1, so carrying ``r`` and taking
 path does.
 """
 
-from . import _checks
+from . import _blocked, _checks
 from ._lse import finite_shift, grad_coefficient, item_losses, merge_partials, split_top
-from ._namespace import errstate, namespace_of
+from ._namespace import errstate, in_row_blocks, namespace_of
 from ._targets import ClassIndices, chunk_labels, index_cross, reduce_losses, reduction_divisor
 from ._typing import ArrayLike, FloatArray, Loss, Reduction
 
@@ -124,17 +124,36 @@ def _pick(xp, target, z, lo, picked):
     return xp.where(owned, xp.take_along_axis(z, index[:, None], axis=-1)[:, 0], picked)
 
 
-def _subtract_target(xp, g, target, lo, divisor):
-    """Subtract ``q / divisor`` for the classes ``lo, lo + 1, ...`` of the chunk ``g``, in place."""
-    owned, index = chunk_labels(xp, target.labels, lo, g.shape[-1])
+def _subtract_target(xp, g, target, lo, divisor, items):
+    """Subtract ``q / divisor`` from the gradient rows ``g`` of a chunk, in place.
+
+    ``g`` holds the ``items`` (a slice) and the classes ``lo, lo + 1, ...``.
+    """
+    owned, index = chunk_labels(xp, target.labels[items], lo, g.shape[-1])
     index = index[:, None]
-    hit = xp.where(owned, target.hit / divisor, 0)
+    hit = xp.where(owned, target.hit[items] / divisor, 0)
     label_grad = xp.take_along_axis(g, index, axis=-1)[:, 0] - hit
     xp.put_along_axis(g, index, label_grad[:, None], axis=-1)
     if target.spread is not None:
         g -= target.spread_of(lo, lo + g.shape[-1]) / divisor
     if target.valid is not None:
-        g[~target.valid] = 0  # ignored items, even where a NaN logit left 0 * NaN
+        g[~target.valid[items]] = 0  # ignored items, even where a NaN logit left 0 * NaN
+
+
+def _chunk_gradient(xp, g, target, lo, saved, divisor, items):
+    """Turn logits ``g`` of a chunk into their gradient, ``coefficient e^(z - t - s0) - q``.
+
+    In place; ``g`` holds the ``items`` (a slice) and the classes from ``lo``,
+    and ``q`` is divided by ``divisor``.
+    """
+    t, s0, coefficient, dead, undefined = saved
+    g -= t[items, None]
+    g -= s0[items, None]
+    xp.exp(g, out=g)
+    g *= coefficient[items, None]
+    g[undefined[items]] = xp.nan
+    _subtract_target(xp, g, target, lo, divisor, items)
+    g[dead[items]] = 0
 
 
 def _chunk_partial(xp, z, m):
@@ -187,22 +206,32 @@ def _backward(xp, linear, target, saved, divisor, grads):
     A fully masked item's row is 0; an item with a +inf or NaN logit is NaN throughout.
     """
     t, s0, coefficient, dead = saved
-    undefined = ~xp.isfinite(s0)
+    per_item = (t, s0, coefficient, dead, ~xp.isfinite(s0))
     grad_hidden, grad_classifier, grad_bias = grads
+    # The elementwise work on each chunk goes in cache-sized row blocks on xentlib's threads,
+    # as the dense pass does; the BLAS runs the products on threads of its own.
+    items = len(t)
+    rows_per_block = (_blocked.rows_per_block(linear.chunk * linear.dtype.itemsize)
+                      if in_row_blocks(xp) else items)
+    blocks = [slice(start, start + rows_per_block) for start in range(0, items, rows_per_block)]
+
+    def quiet():
+        """One thread's error state: NaN only in items with +inf or NaN logits."""
+        return errstate(xp, invalid="ignore", over="ignore")
+
     # Row blocks of the product g @ W[chunk] half the size of a chunk of logits: the walk's
     # extra memory stays within 1.5 chunks. Much thinner blocks starve the BLAS: 512 rows
     # of a (4096, 1024) @ (1024, 1024) product took 2.6 times as long as 2048 rows.
     step = max(1, len(t) * linear.chunk // (2 * grad_hidden.shape[1]))
-    with errstate(xp, invalid="ignore", over="ignore"):  # NaN only in items with +inf or NaN logits
+    with quiet():
         for lo, hi in linear.chunks():
             g = linear.logits(lo, hi)
-            g -= t[:, None]
-            g -= s0[:, None]
-            xp.exp(g, out=g)
-            g *= coefficient[:, None]
-            g[undefined] = xp.nan
-            _subtract_target(xp, g, target, lo, divisor)
-            g[dead] = 0
+
+            def work(block, _, g=g, lo=lo):
+                """The gradient of one row block of the chunk."""
+                _chunk_gradient(xp, g[block], target, lo, per_item, divisor, block)
+
+            _blocked.for_each_block(blocks, work, lambda: None, quiet)
             rows = linear.rows(lo, hi)
             # A row block at a time: the whole (N, D) product would be a temporary as
             # large as hidden, which NumPy cannot add into grad_hidden in place.
