@@ -92,7 +92,7 @@ class TestMatchesDense:
             assert_close(grad, dense, rtol=1e-10, atol=1e-15)
 
     @pytest.mark.parametrize("options", CASES.values(), ids=CASES.keys())
-    def test_row_blocks_of_the_backward_on_threads(self, monkeypatch, options):
+    def test_row_blocks_on_threads(self, monkeypatch, options):
         # Blocks of 2 items of a 4-class chunk, on two threads: 13 items leave a block of 1.
         monkeypatch.setattr(_blocked, "BLOCK_BYTES", 2 * 4 * 8)
         monkeypatch.setattr(_blocked, "THREADS", 2)

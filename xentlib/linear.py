@@ -25,10 +25,19 @@ not finite). The largest term is exactly 1, so carrying ``r`` and taking
 path does.
 """
 
+from typing import Any
+
 from . import _blocked, _checks
 from ._lse import finite_shift, grad_coefficient, item_losses, merge_partials, split_top
 from ._namespace import errstate, in_row_blocks, namespace_of
-from ._targets import ClassIndices, chunk_labels, index_cross, reduce_losses, reduction_divisor
+from ._targets import (
+    ClassIndices,
+    chunk_labels,
+    dense_dot,
+    index_cross,
+    reduce_losses,
+    reduction_divisor,
+)
 from ._typing import ArrayLike, FloatArray, Loss, Reduction
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
@@ -118,9 +127,12 @@ def _prepare(func, hidden, classifier, target, bias, chunk_size, options):
     return xp, linear, labels, target.shape, z_loss, reduction
 
 
-def _pick(xp, target, z, lo, picked):
-    """``picked``, with the logit of each item whose label is in ``z``, the chunk from ``lo``."""
-    owned, index = chunk_labels(xp, target.labels, lo, z.shape[-1])
+def _pick(xp, target, z, lo, picked, items):
+    """``picked``, with the logit of each of the ``items`` whose label is in the chunk ``z``.
+
+    ``z`` holds the ``items`` (a slice) and the classes from ``lo``.
+    """
+    owned, index = chunk_labels(xp, target.labels[items], lo, z.shape[-1])
     return xp.where(owned, xp.take_along_axis(z, index[:, None], axis=-1)[:, 0], picked)
 
 
@@ -167,6 +179,28 @@ def _chunk_partial(xp, z, m):
     return m, (top_term - 1) + others
 
 
+def _row_blocks(xp, linear):
+    """Slices of the items, each a block of a chunk that stays in a core's cache.
+
+    The elementwise work on each chunk goes block by block on xentlib's
+    threads, as the dense pass does, while the BLAS runs the products on
+    threads of its own. CuPy takes every item at once.
+    """
+    items = linear.hidden.shape[0]
+    rows = (_blocked.rows_per_block(linear.chunk * linear.dtype.itemsize) if in_row_blocks(xp)
+            else items)
+    return [slice(start, start + rows) for start in range(0, items, rows)]
+
+
+def _quiet(xp):
+    """One thread's error state, for the overflows and NaNs that are the documented result.
+
+    Logits spanning more than the float range overflow a shift to inf, and
+    +inf or NaN logits leave NaN in their own items only.
+    """
+    return errstate(xp, invalid="ignore", over="ignore")
+
+
 def _forward(xp, linear, target):
     """One walk over the chunks: each item's shift, rest, shifted label logit and spread term."""
     items, dtype = linear.hidden.shape[0], linear.dtype
@@ -174,28 +208,39 @@ def _forward(xp, linear, target):
     rest = xp.full(items, -1, dtype=dtype)
     label_logit = xp.zeros(items, dtype=dtype)
     spread = target.spread
-    spread_shifted, spread_seen = (None, 0) if spread is None else (xp.zeros(items, dtype=dtype), 0)
-    # Spread terms skip classes of zero mass, whose logit may be -inf (0 * -inf is not 0).
-    skip_zeros = spread is not None and bool(xp.any(xp.asarray(spread) == 0))
-    with errstate(xp, invalid="ignore", over="ignore"):
+    spread_shifted: Any = None if spread is None else xp.zeros(items, dtype=dtype)
+    spread_seen = 0
+    blocks = _row_blocks(xp, linear)
+    with _quiet(xp):
         for lo, hi in linear.chunks():
             z = linear.logits(lo, hi)
-            label_logit = _pick(xp, target, z, lo, label_logit)
-            m_chunk = xp.max(z, axis=-1)
-            t_chunk = finite_shift(m_chunk, xp)
-            z -= t_chunk[:, None]
-            if spread is not None:
-                s = target.spread_of(lo, hi)
-                chunk_term = xp.sum(xp.where(s == 0, 0, s * z), axis=-1) if skip_zeros else z @ s
-                t_old = finite_shift(m, xp)
-            m_new, rest = merge_partials(xp, (m, rest), _chunk_partial(xp, z, m_chunk))
-            if spread is not None:
-                # Both parts' spread terms move to the new shift, as their sums move to the new max.
-                t_new, chunk_total = finite_shift(m_new, xp), xp.sum(s)
-                spread_shifted = (spread_shifted + spread_seen * (t_old - t_new)
-                                  + chunk_term + chunk_total * (t_chunk - t_new))
-                spread_seen = spread_seen + chunk_total
-            m = m_new
+            s = None if spread is None else target.spread_of(lo, hi)
+            total: Any = None if s is None else xp.sum(s)
+
+            def work(block, _, z=z, lo=lo, s=s, total=total, seen=spread_seen):
+                """Merge one row block of the chunk into the items' running statistics."""
+                zb = z[block]
+                label_logit[block] = _pick(xp, target, zb, lo, label_logit[block], block)
+                m_chunk = xp.max(zb, axis=-1)
+                t_chunk = finite_shift(m_chunk, xp)
+                zb -= t_chunk[:, None]
+                if s is not None:
+                    chunk_term = xp.empty(len(zb), dtype=dtype)
+                    dense_dot(xp, s, zb, chunk_term)
+                    t_old = finite_shift(m[block], xp)
+                m_new, rest[block] = merge_partials(xp, (m[block], rest[block]),
+                                                    _chunk_partial(xp, zb, m_chunk))
+                if s is not None:
+                    # Both parts' spread terms move to the new shift, as their sums move to the
+                    # new max.
+                    t_new = finite_shift(m_new, xp)
+                    spread_shifted[block] += (seen * (t_old - t_new) + chunk_term
+                                              + total * (t_chunk - t_new))
+                m[block] = m_new
+
+            _blocked.for_each_block(blocks, work, lambda: None, lambda: _quiet(xp))
+            if s is not None:
+                spread_seen = spread_seen + total
     t = finite_shift(m, xp)
     return t, rest, label_logit - t, spread_shifted
 
@@ -208,22 +253,13 @@ def _backward(xp, linear, target, saved, divisor, grads):
     t, s0, coefficient, dead = saved
     per_item = (t, s0, coefficient, dead, ~xp.isfinite(s0))
     grad_hidden, grad_classifier, grad_bias = grads
-    # The elementwise work on each chunk goes in cache-sized row blocks on xentlib's threads,
-    # as the dense pass does; the BLAS runs the products on threads of its own.
-    items = len(t)
-    rows_per_block = (_blocked.rows_per_block(linear.chunk * linear.dtype.itemsize)
-                      if in_row_blocks(xp) else items)
-    blocks = [slice(start, start + rows_per_block) for start in range(0, items, rows_per_block)]
-
-    def quiet():
-        """One thread's error state: NaN only in items with +inf or NaN logits."""
-        return errstate(xp, invalid="ignore", over="ignore")
+    blocks = _row_blocks(xp, linear)
 
     # Row blocks of the product g @ W[chunk] half the size of a chunk of logits: the walk's
     # extra memory stays within 1.5 chunks. Much thinner blocks starve the BLAS: 512 rows
     # of a (4096, 1024) @ (1024, 1024) product took 2.6 times as long as 2048 rows.
     step = max(1, len(t) * linear.chunk // (2 * grad_hidden.shape[1]))
-    with quiet():
+    with _quiet(xp):
         for lo, hi in linear.chunks():
             g = linear.logits(lo, hi)
 
@@ -231,7 +267,7 @@ def _backward(xp, linear, target, saved, divisor, grads):
                 """The gradient of one row block of the chunk."""
                 _chunk_gradient(xp, g[block], target, lo, per_item, divisor, block)
 
-            _blocked.for_each_block(blocks, work, lambda: None, quiet)
+            _blocked.for_each_block(blocks, work, lambda: None, lambda: _quiet(xp))
             rows = linear.rows(lo, hi)
             # A row block at a time: the whole (N, D) product would be a temporary as
             # large as hidden, which NumPy cannot add into grad_hidden in place.
