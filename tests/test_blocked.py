@@ -287,6 +287,7 @@ class TestFloat32SkipsTheShift:
         if mixed:  # in every block, rows that need the shift
             logits[::4] -= 50.0  # max below 0
             logits[1::4] += 100.0  # max above the bound
+            logits[3::8] -= 200.0  # max far below 0: unshifted, its exponentials would be 0
         logits[2, 0] = 30.0  # an almost certain row, unshifted: its loss is about e^-28
         logits[6, 3] = -np.inf
         return logits
