@@ -66,7 +66,7 @@ def _assert_same(blocked, unblocked):
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of three rows of 7 float64 classes, on two threads."""
-    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 3 * 7 * 8)
+    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 3 * (7 * 8 + _pass._ITEM_BYTES))
     monkeypatch.setattr(_blocked, "THREADS", 2)
 
 
@@ -222,40 +222,53 @@ def _peak_extra(function, *args, **kwargs):
 class TestMemory:
     """Peak extra memory as a multiple of the logits' size.
 
-    The targets are 0.05, 1.1 and 0.1, checked with margin.
+    The targets are 0.05 in place, 1.1 with a fresh gradient and 0.1 for the
+    loss alone, checked with margin. Ten classes is where the arrays a block
+    makes per item (shift, rest, label, loss) are as large as its logits.
     """
 
-    N, C = 512, 1000  # 2 MB of float32 logits; blocks of the default size, two threads
-
-    def _problem(self):
-        logits = RNG.normal(size=(self.N, self.C)).astype(np.float32)
-        return logits, RNG.integers(0, self.C, size=self.N)
-
-    def test_in_place_gradient_needs_almost_nothing(self, monkeypatch):
+    @pytest.fixture(params=[(512, 1000), (1_000_000, 10)], ids=["1000 classes", "10 classes"])
+    def problem(self, request, monkeypatch):
+        """float32 logits and labels: 2 MB in rows of 1000, or 40 MB in rows of ten."""
         monkeypatch.setattr(_blocked, "THREADS", 2)
-        logits, labels = self._problem()
+        n, c = request.param
+        logits = RNG.normal(size=(n, c)).astype(np.float32)
+        return logits, RNG.integers(0, c, size=n)
+
+    def test_in_place_gradient_needs_almost_nothing(self, problem):
+        logits, labels = problem
         extra = _peak_extra(xentlib.cross_entropy_with_grad, logits, labels, out=logits)
         assert extra <= 0.1 * logits.nbytes
 
-    def test_fresh_gradient_needs_the_gradient_only(self, monkeypatch):
-        monkeypatch.setattr(_blocked, "THREADS", 2)
-        logits, labels = self._problem()
+    def test_fresh_gradient_needs_the_gradient_only(self, problem):
+        logits, labels = problem
         extra = _peak_extra(xentlib.cross_entropy_with_grad, logits, labels)
         assert extra <= 1.2 * logits.nbytes
 
     @pytest.mark.parametrize("options", [dict(), dict(label_smoothing=0.1, z_loss=1e-4)])
-    def test_loss_alone_needs_a_few_blocks(self, monkeypatch, options):
-        monkeypatch.setattr(_blocked, "THREADS", 2)
-        monkeypatch.setattr(_blocked, "BLOCK_BYTES", 1 << 16)
-        logits, labels = self._problem()
+    def test_loss_alone_needs_a_few_blocks(self, monkeypatch, problem, options):
+        logits, labels = problem
+        if logits.nbytes < 1 << 24:  # blocks of the default size would be half the logits
+            monkeypatch.setattr(_blocked, "BLOCK_BYTES", 1 << 16)
         extra = _peak_extra(xentlib.cross_entropy, logits, labels, **options)
         assert extra <= 0.2 * logits.nbytes
 
     def test_whole_array_path_would_need_more(self, monkeypatch):
         # The same call as one block: what a blocked pass saves, so the tests above mean something.
         monkeypatch.setattr(_blocked, "BLOCK_BYTES", 1 << 62)
-        logits, labels = self._problem()
+        logits = RNG.normal(size=(512, 1000)).astype(np.float32)
+        labels = RNG.integers(0, 1000, size=512)
         assert _peak_extra(xentlib.cross_entropy, logits, labels) >= 0.9 * logits.nbytes
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_do_not_change_the_mean(monkeypatch, small_blocks, threads):
+    # Each block adds up its own items, and the blocks' sums are added in block order,
+    # whichever thread took which block: the same bits, not only close ones.
+    logits, labels = _problem((300, 7), dtype=np.float32)
+    expected = xentlib.cross_entropy(logits, labels)
+    monkeypatch.setattr(_blocked, "THREADS", threads)
+    assert xentlib.cross_entropy(logits, labels) == expected
 
 
 @pytest.mark.parametrize(
@@ -335,6 +348,16 @@ class TestShortRows:
         np.testing.assert_allclose(rest, expected, rtol=4 * np.finfo(float).eps, atol=0)
         assert rest[0] == classes - 1
 
+    def test_ties_keep_the_dtype(self, monkeypatch):
+        # Counting ties gives integers, which must not promote a float32 block to float64.
+        monkeypatch.setattr(_pass, "_COLUMNS_FROM_ROWS", 1)
+        logits = np.zeros((40, 8), dtype=np.float16)  # every row a tie of eight
+        labels = RNG.integers(0, 8, size=40)
+        for reduction in ("mean", "none"):
+            loss, grad = xentlib.cross_entropy_with_grad(logits, labels, reduction=reduction)
+            assert loss.dtype == np.float32 and grad.dtype == np.float16
+            assert_close(loss, np.full(loss.shape, np.log(8.0), dtype=np.float32), rtol=1e-6)
+
     @pytest.mark.parametrize("by_columns", [True, False], ids=["by-columns", "by-rows"])
     @pytest.mark.parametrize("dtype", [np.float64, np.float32])
     @pytest.mark.parametrize("classes", [2, 10, _lse.SHORT_ROW, _lse.SHORT_ROW + 1])
@@ -342,7 +365,8 @@ class TestShortRows:
                                                              by_columns):
         # Rows that tie, an almost certain row, and rows that make their block irregular
         # (fully masked, +inf, NaN), which then finds its maxes by column index instead.
-        monkeypatch.setattr(_blocked, "BLOCK_BYTES", 4 * classes * np.dtype(dtype).itemsize)
+        monkeypatch.setattr(_blocked, "BLOCK_BYTES",
+                            4 * (classes * np.dtype(dtype).itemsize + _pass._ITEM_BYTES))
         monkeypatch.setattr(_pass, "_COLUMNS_FROM_ROWS", 1 if by_columns else 10**9)
         logits = RNG.normal(scale=3.0, size=(24, classes))
         logits[0] = 0.0
@@ -413,7 +437,7 @@ def test_callers_on_several_threads_share_the_pool(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setattr(_blocked, "THREADS", 2)
-    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 5 * 7 * 8)
+    monkeypatch.setattr(_blocked, "BLOCK_BYTES", 5 * (7 * 8 + _pass._ITEM_BYTES))
     problems = [_problem((41, 7)) for _ in range(6)]
     expected = [_unblocked(monkeypatch, "cross_entropy_with_grad", z, y) for z, y in problems]
     with ThreadPoolExecutor(4) as callers:

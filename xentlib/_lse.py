@@ -32,7 +32,7 @@ __all__ = [
     "finite_shift",
     "grad_coefficient",
     "item_losses",
-    "log_sum_exp",
+    "log1p_rest",
     "max_shift",
     "merge_partials",
     "short_row_max",
@@ -99,14 +99,16 @@ def split_ones(e: Array, xp: Any, work: Array) -> Array:
     Every term is at most 1 and the max's is exactly 1. The rest is the sum
     of the terms below 1, plus 1 for each further term equal to 1 (a tie, or
     a logit within rounding of the max): the number `split_top` gives, with
-    no column to look up. ``e`` is left as it is; ``work``, an array of its
-    shape, is overwritten.
+    no column to look up. ``work``, an array of the shape of ``e``, is
+    overwritten with the terms below 1; it may be ``e`` itself, where the
+    caller needs only the rest.
     """
     below = e < 1
     xp.multiply(e, below, out=work)
     rest = xp.einsum("ij->i", work)
     if e.size - int(xp.count_nonzero(below)) != e.shape[0]:  # a row holds more than one 1
-        rest = rest + ((e.shape[1] - xp.count_nonzero(below, axis=-1)) - 1)
+        ties = (e.shape[1] - xp.count_nonzero(below, axis=-1)) - 1
+        rest = rest + ties.astype(rest.dtype)  # integers would promote float32 to float64
     return rest
 
 
@@ -125,37 +127,40 @@ def merge_partials(xp: Any, first: tuple[Array, Array],
     return xp.maximum(m1, m2), rest
 
 
-def log_sum_exp(xp: Any, shift: Array, rest: Array, regular: bool = False) -> tuple[Array, Array]:
-    """``s0 = log1p(rest)`` and ``LSE = shift + s0``, both 0 for a fully masked item.
+def log1p_rest(xp: Any, rest: Array, regular: bool = False) -> Array:
+    """``s0 = log1p(rest)``, the log-sum-exp less the shift, and 0 for a fully masked item.
 
-    Such an item has no log-sum-exp to penalize: the z-loss and its gradient
-    add nothing to it. ``regular``: the caller knows that every item's max
-    was finite, so that no item is masked and ``rest`` is finite. Callers hold
-    an `errstate` that ignores division by 0 and invalid values (``log1p(-1)``,
-    ``inf - inf``): one per call, not one per step, since entering it costs as
-    much as a small array operation.
+    Such an item has no log-sum-exp to penalize: with its shift 0 (see
+    `finite_shift`), ``LSE = shift + s0`` is 0 too, and the z-loss and its
+    gradient add nothing to it. ``regular``: the caller knows that every
+    item's max was finite, so that no item is masked and ``rest`` is finite.
+    Callers hold an `errstate` that ignores division by 0 and invalid values
+    (``log1p(-1)``, ``inf - inf``): one per call, not one per step, since
+    entering it costs as much as a small array operation.
     """
     s = xp.log1p(rest)
     if regular or bool(xp.isfinite(s).all()):
-        return s, shift + s
-    masked = s == -xp.inf
-    return xp.where(masked, 0, s), xp.where(masked, 0, shift + s)
+        return s
+    return xp.where(s == -xp.inf, 0, s)
 
 
 def item_losses(xp: Any, shift: Array, rest: Array, cross: Callable[[Array], Array],
-                z_loss: float, regular: bool = False) -> tuple[Array, Array, Array]:
-    """Each item's loss from its ``(shift, rest)``; also ``s0`` and the LSE of `log_sum_exp`.
+                z_loss: float, regular: bool = False) -> tuple[Array, Array, Array | None]:
+    """Each item's loss from its ``(shift, rest)``; also ``s0`` and, with a z-loss, the LSE.
 
-    ``cross(s0)`` is the target's part, ``sum_k q_k (s0 - shifted_k)``. A
-    fully masked item costs ``+inf`` where it carries target mass (its
-    label's shifted logit is -inf) and 0 where it carries none. A +inf logit
-    leaves the distribution undefined: that item's loss is NaN. ``regular``
-    as for `log_sum_exp`: then neither can occur. Callers hold the `errstate`
-    of `log_sum_exp`.
+    ``shift`` is finite (`finite_shift`). ``cross(s0)`` is the target's part,
+    ``sum_k q_k (s0 - shifted_k)``. A fully masked item costs ``+inf`` where it
+    carries target mass (its label's shifted logit is -inf) and 0 where it
+    carries none. A +inf logit leaves the distribution undefined: that item's
+    loss is NaN. ``regular`` as for `log1p_rest`: then neither can occur.
+    Callers hold the `errstate` of `log1p_rest`. The LSE is None without a
+    z-loss, which alone needs it.
     """
-    s0, lse = log_sum_exp(xp, shift, rest, regular)
+    s0 = log1p_rest(xp, rest, regular)
     loss = cross(s0)
+    lse: Array = None
     if z_loss:
+        lse = shift + s0
         loss = loss + z_loss * lse**2
     if regular:
         return loss, s0, lse
@@ -170,5 +175,6 @@ def grad_coefficient(mass: Array, lse: Array, z_loss: float, divisor: Any) -> Ar
 
     ``divisor`` is the reduction's (`xentlib._targets.reduction_divisor`);
     dividing last keeps a tiny total weight from overflowing a reciprocal.
+    ``lse`` is read only with a z-loss (None otherwise, see `item_losses`).
     """
     return (mass + 2 * z_loss * lse) / divisor if z_loss else mass / divisor

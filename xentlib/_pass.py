@@ -6,9 +6,10 @@ gradient buffer, which may be the logits themselves. NumPy runs it on row
 blocks that stay in cache, on a few threads (`xentlib._blocked`); CuPy runs it
 once on the whole array (`xentlib._namespace.in_row_blocks` decides). Each
 block goes through named steps: `Pass._shift`, `Pass._exponentials`,
-`Pass._keep_rest` and, for the gradient, `Pass._gradient`. The item losses
-are made after the pass (`Pass.losses`) from the statistics it kept, in the
-form of `xentlib._lse`.
+`Pass._keep_rest`, `Pass._losses` and, for the gradient, `Pass._gradient`.
+Each block makes its items' losses from its own statistics, in the form of
+`xentlib._lse`, and keeps them or only their sum: nothing the size of the
+batch is made unless the caller asks for every item's loss.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ from ._lse import (
     finite_shift,
     grad_coefficient,
     item_losses,
-    log_sum_exp,
     short_row_max,
     split_ones,
     split_top,
 )
 from ._namespace import errstate, in_row_blocks
-from ._targets import BlockRows, ItemSums, Target
+from ._targets import BlockRows, ItemSums, Target, divide_total
 
 Array = Any
 
@@ -40,6 +40,10 @@ _LOG_FLOAT32_MAX = math.log(float(np.finfo(np.float32).max))
 # Below this many logits a block always subtracts its shift: two reductions over the row
 # maxes cost about as much as a subtraction over 2**14 logits (measured on NumPy 2.4).
 _UNSHIFTED_SIZE = 1 << 14
+# What a block's own arrays take per item besides its logits: the shift, the rest, the
+# label's logit, the loss and the like, and int64 positions. At ten classes they are as large
+# as the logits, and the block's budget counts them.
+_ITEM_BYTES = 64
 # Short rows are reduced column by column (`_shift`) in blocks of at least this many rows:
 # about where C - 1 calls of a microsecond each beat one row reduction at some 4 ns a logit,
 # for ten classes.
@@ -63,14 +67,16 @@ class _Scratch:
 class Pass:
     """One pass over the logits: each item's loss and, when ``grad`` is given, its gradient.
 
-    Per item it keeps the shift ``m`` and the rest ``r`` of `xentlib._lse`
-    (``sum_k exp(z_k - m) = 1 + r``) and the target's gathered sums. The
-    gradient of a block is finished while its exponentials are still in cache.
+    Per item of a block it finds the shift ``m`` and the rest ``r`` of
+    `xentlib._lse` (``sum_k exp(z_k - m) = 1 + r``) and the target's gathered
+    sums, and from them the item's loss; the gradient of a block is finished
+    while its exponentials are still in cache.
 
     ``z`` (logits), ``grad`` and the target's probabilities have their classes
     last; ``grad`` may be ``z`` itself, since each block is read before it is
     written. Blocks in another dtype than ``dtype`` are converted on the way.
-    The gradient is divided by ``divisor``, the reduction's.
+    The gradient, and the sum of the losses, are divided by ``divisor``, the
+    reduction's.
     """
 
     def __init__(self, xp: Any, z: Array, target: Target, dtype: Any, z_loss: float = 0.0,
@@ -87,33 +93,61 @@ class Pass:
             else:
                 layout = self.batch_shape  # blocks of the batch, copied into rows on the way
         self.z, self.probabilities, self.grad = views
-        self.m, self.rest = xp.empty(n, dtype=dtype), xp.empty(n, dtype=dtype)
-        self.sums = ItemSums(xp, n, dtype, target.sum_names)
         # float64's exp is not vectorized on most CPUs: its shift costs little, and its
         # callers expect the last bits; float32 skips the shift where it is not needed.
         self.unshifted_max = None
-        if dtype == xp.float32:
+        if dtype.type is xp.float32:
             self.unshifted_max = _LOG_FLOAT32_MAX - math.log(num_classes) - 1
-        rows = _blocked.rows_per_block(num_classes * dtype.itemsize) if in_row_blocks(xp) else n
-        self.blocks = list(_blocked.row_blocks(layout, rows)) if n else []
+        row_bytes = num_classes * dtype.itemsize + _ITEM_BYTES
+        rows = _blocked.rows_per_block(row_bytes) if in_row_blocks(xp) else n
+        self.blocks = list(enumerate(_blocked.row_blocks(layout, rows)))
         self.scratch_size = min(rows, n) * num_classes
-        self.regular = True  # every item's max finite, so far: see `_shift`
+        # What each block keeps (`_keep`): its item losses, or only their sum. Several
+        # blocks write their item losses into ``each_item``; one block keeps its own array.
+        self.keep_items = False
+        self.each_item: Array = None
+        self.kept: list[Any] = [None] * len(self.blocks)
 
-    def losses(self) -> Array:
-        """Go over every block; return each item's loss, shaped like the batch.
+    def reduced(self, reduction: str | float) -> Array:
+        """The losses as ``reduction`` asks: each item's, shaped like the batch, or their
+        sum divided by the divisor.
 
+        Each block adds up its own items; the blocks' sums are added in block
+        order, so the result does not depend on which thread took which block.
         The target raises after the pass what it found wrong on the way.
         """
-        with self._quiet():
-            if len(self.blocks) == 1:  # a small input: no threads, no pool to ask
+        xp, one = self.xp, len(self.blocks) == 1
+        self.keep_items = reduction == "none"
+        if self.keep_items and not one:
+            self.each_item = xp.empty(math.prod(self.batch_shape), dtype=self.dtype)
+        self._run()
+        if self.keep_items:
+            return (self.kept[0] if one else self.each_item).reshape(self.batch_shape)
+        if one:
+            total = self.kept[0]
+        elif self.blocks:
+            total = xp.sum(xp.stack(self.kept))
+        else:  # no item at all
+            total = xp.zeros((), dtype=self.dtype)
+        return divide_total(total, self.divisor)
+
+    def _run(self) -> None:
+        """Go over every block, then let the target raise what it found wrong."""
+        if len(self.blocks) == 1:  # a small input: no threads, no pool to ask
+            with self._quiet():
                 self._block(self.blocks[0], self._scratch())
-            else:
-                _blocked.for_each_block(self.blocks, self._block, self._scratch, self._quiet)
-            self.target.finish()
-            target, sums = self.target, self.sums
-            loss = item_losses(self.xp, self.m, self.rest, lambda s0: target.cross(sums, s0),
-                               self.z_loss, self.regular)[0]
-        return target.on_items(loss).reshape(self.batch_shape)
+        elif self.blocks:
+            _blocked.for_each_block(self.blocks, self._block, self._scratch, self._quiet)
+        self.target.finish()
+
+    def _keep(self, number: int, items: slice, loss: Array) -> None:
+        """Keep block ``number``'s item losses (``items`` of the batch), or their sum."""
+        if not self.keep_items:
+            self.kept[number] = loss.sum()
+        elif self.each_item is None:
+            self.kept[number] = loss
+        else:
+            self.each_item[items] = loss
 
     def _scratch(self) -> _Scratch:
         """One thread's buffers."""
@@ -139,31 +173,34 @@ class Pass:
         self.xp.copyto(rows, part, casting="unsafe")
         return rows.reshape(-1, part.shape[-1])
 
-    def _block(self, block: tuple[Any, int, int], scratch: _Scratch) -> None:
-        """Run the steps on one block: shift, target, exponentials, rest, gradient."""
+    def _block(self, block: tuple[int, tuple[Any, int, int]], scratch: _Scratch) -> None:
+        """Run the steps on one block: shift, target, exponentials, rest, losses, gradient."""
         # Every NumPy call here costs microseconds of Python whatever the block's size,
-        # so the per-block steps are kept few; the per-item ones wait for `losses`.
+        # so the steps are kept few: a small input is one block, and pays for each.
         xp, target = self.xp, self.target
-        index, start, stop = block
+        number, (index, start, stop) = block
         z = self._read(self.z, index, scratch, "z")
         rows, m, regular, unshifted = self._shift(z, slice(start, stop))
         t = None
         if self.probabilities is not None:
             t = self._read(self.probabilities, index, scratch, "t")
         q = target.q_block(None if t is None else self.probabilities[index], t, scratch)
-        target.gather(self.sums, z, m, rows)
+        sums = ItemSums()
+        target.gather(sums, z, m, rows)
         part = None if self.grad is None else self.grad[index]
         if (part is not None and part.ndim == 2 and part.dtype == self.dtype
                 and part.flags.c_contiguous):
             e, part = part, None  # the exponentials go straight into the gradient
         else:
             e = scratch.get("e", z.shape)
-        unshifted = self._exponentials(z, m, q, unshifted, e, rows)
+        unshifted = self._exponentials(z, m, q, unshifted, e, rows, sums)
         top_is_one = regular and not unshifted
-        e_top, rest = self._keep_rest(e, rows, top_is_one, unshifted, scratch)
+        e_top, rest, r = self._keep_rest(e, rows, top_is_one, unshifted, scratch)
+        loss, lse = self._losses(m, r, sums, rows, regular)
+        self._keep(number, rows.items, loss)
         if self.grad is None:
             return
-        self._gradient(e, q, e_top, rest, rows, scratch, regular, top_is_one)
+        self._gradient(e, q, e_top, rest, lse, rows, sums, scratch, regular, top_is_one)
         if part is not None:
             xp.copyto(part, e.reshape(part.shape), casting="unsafe")
 
@@ -183,12 +220,10 @@ class Pass:
         reductions that allow it.
         """
         xp, num_classes = self.xp, z.shape[1]
-        m = self.m[items]
         if num_classes <= SHORT_ROW and z.shape[0] >= _COLUMNS_FROM_ROWS:
             top = short_row_max(z, xp)
             if math.isfinite(top.sum()):
-                m[...] = top
-                return BlockRows.of(xp, items, None, num_classes), m, True, False
+                return BlockRows.of(xp, items, None, num_classes), top, True, False
         rows = BlockRows.of(xp, items, z.argmax(axis=-1), num_classes)
         top = z.reshape(-1)[rows.top_at]
         unshifted = False
@@ -200,13 +235,10 @@ class Pass:
             # A finite sum proves every term finite; one that overflows only costs the
             # irregular path, which is right for any block.
             regular = math.isfinite(top.sum())
-        m[...] = top if regular else finite_shift(top, xp)
-        if not regular:
-            self.regular = False  # only ever set to False: the threads need no lock
-        return rows, m, regular, unshifted
+        return rows, top if regular else finite_shift(top, xp), regular, unshifted
 
     def _exponentials(self, z: Array, m: Array, q: Array | None, unshifted: bool, e: Array,
-                      rows: BlockRows) -> bool:
+                      rows: BlockRows, sums: ItemSums) -> bool:
         """Write the block's exponentials into ``e``; return whether they went unshifted.
 
         ``unshifted`` is what `_shift` allowed. A target with a dense part
@@ -218,32 +250,42 @@ class Pass:
             xp.exp(z, out=e)
             return True
         xp.subtract(z, m[:, None], out=e)
-        self.target.dot(self.sums, e, q, rows)
+        self.target.dot(sums, e, q, rows)
         xp.exp(e, out=e)
         return False
 
     def _keep_rest(self, e: Array, rows: BlockRows, top_is_one: bool, unshifted: bool,
-                   scratch: _Scratch) -> tuple[Any, Array]:
-        """Keep each row's rest ``r``; return its top term and the sum of the others.
+                   scratch: _Scratch) -> tuple[Any, Array, Array]:
+        """Each row's top term, the sum of the others, and its rest ``r``.
 
         ``top_is_one`` when every row was shifted by its finite max, whose term
         is then exactly 1. Unshifted rows are kept as if shifted: the top's
         term 1, the others divided by ``e^m``. ``e`` is left with 0 at each
         row's top, except where the block never looked its tops up (short
-        rows, `_shift`): there `split_ones` leaves ``e`` whole.
+        rows, `_shift`): there `split_ones` leaves ``e`` whole for the gradient,
+        and without one leaves only the terms below 1.
         """
         if rows.top is None:
-            e_top, rest = 1, split_ones(e, self.xp, scratch.get("ones", e.shape))
+            # Without a gradient, ``e`` is not read again: the terms below 1 go in its place.
+            work = e if self.grad is None else scratch.get("ones", e.shape)
+            e_top, rest = 1, split_ones(e, self.xp, work)
         else:
             e_top, rest = split_top(e, rows.top, self.xp, top_is_one, rows.top_at)
         if unshifted:
-            self.rest[rows.items] = rest / e_top
-        else:
-            self.rest[rows.items] = rest if top_is_one else (e_top - 1) + rest
-        return e_top, rest
+            return e_top, rest, rest / e_top
+        return e_top, rest, rest if top_is_one else (e_top - 1) + rest
 
-    def _gradient(self, e: Array, q: Array | None, e_top: Any, rest: Array, rows: BlockRows,
-                  scratch: _Scratch, regular: bool, top_is_one: bool) -> None:
+    def _losses(self, m: Array, r: Array, sums: ItemSums, rows: BlockRows,
+                regular: bool) -> tuple[Array, Array]:
+        """The block's item losses (0 for items that carry no target), and their LSE."""
+        target = self.target
+        loss, _, lse = item_losses(self.xp, m, r, lambda s0: target.cross(sums, s0, rows),
+                                   self.z_loss, regular)
+        return target.on_items(loss, rows.items), lse
+
+    def _gradient(self, e: Array, q: Array | None, e_top: Any, rest: Array, lse: Array,
+                  rows: BlockRows, sums: ItemSums, scratch: _Scratch, regular: bool,
+                  top_is_one: bool) -> None:
         """Turn a block's exponentials into ``((mass + 2 c LSE) softmax - q) / divisor``.
 
         The top's share is ``e_top / total <= 1``, taken as a ratio so that
@@ -252,15 +294,12 @@ class Pass:
         A regular block (`_shift`) has neither, and skips looking for them;
         ``top_is_one`` as for `_keep_rest`.
         """
-        xp, items = self.xp, rows.items
+        xp = self.xp
         total = e_top + rest
         dead = None if regular else total == 0
         if dead is not None:
             total = xp.where(dead, 1, total)
-        lse = 0
-        if self.z_loss:
-            lse = log_sum_exp(xp, self.m[items], self.rest[items], regular)[1]
-        mass = self.target.mass_of(self.sums, rows)
+        mass = self.target.mass_of(sums, rows)
         coefficient = grad_coefficient(mass, lse, self.z_loss, self.divisor)
         factor = coefficient / total
         xp.multiply(e, factor[:, None], out=e)

@@ -19,6 +19,7 @@ linear layer and the sharded loss; `Probabilities` the dense pass only.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple, Protocol
 
@@ -33,6 +34,7 @@ __all__ = [
     "chunk_labels",
     "cross_from_sums",
     "dense_dot",
+    "divide_total",
     "index_cross",
     "reduce_losses",
     "reduction_divisor",
@@ -61,35 +63,31 @@ class BlockRows(NamedTuple):
 
 
 class ItemSums:
-    """The per-item sums a pass gathers for its target, each with one entry per item.
+    """The sums a target gathers from one block of rows, each with one entry per row.
 
     ``label``: the label's shifted logit ``z_y - m`` (class indices);
     ``dense``: ``sum_k q_k (z_k - m)`` over the target's dense part;
     ``mass``: ``sum_k q_k`` (probabilities, whose mass varies by item).
-    Only the ones ``names`` lists are made (`Target.sum_names`): a small call pays
-    for every array it allocates.
+    The target sets the ones it needs.
     """
+
+    __slots__ = ("label", "dense", "mass")
 
     label: Array
     dense: Array
     mass: Array
-
-    def __init__(self, xp: Any, n: int, dtype: Any, names: tuple[str, ...]) -> None:
-        for name in names:
-            setattr(self, name, xp.empty(n, dtype=dtype))
 
 
 class Target(Protocol):
     """What a pass over the logits asks of a target, block by block.
 
     ``count`` is the mean's denominator; ``probabilities`` the target's
-    probabilities with classes last, or None for class indices; ``sum_names``
-    names the `ItemSums` that it fills.
+    probabilities with classes last, or None for class indices. Each block
+    has its own `ItemSums`, which ``gather`` and ``dot`` fill.
     """
 
     count: Array
     probabilities: Array
-    sum_names: tuple[str, ...]  #: the `ItemSums` it fills
 
     def q_block(self, raw: Array, t: Array, scratch: Any) -> Array | None:
         """The dense part of ``q`` for a block: None, a number, a vector or rows like ``t``."""
@@ -110,11 +108,11 @@ class Target(Protocol):
     def finish(self) -> None:
         """After the pass: raise if a block looked invalid."""
 
-    def cross(self, sums: ItemSums, s0: Array) -> Array:
-        """Each item's ``sum_k q_k (s0 - shifted_k)``."""
+    def cross(self, sums: ItemSums, s0: Array, block: BlockRows) -> Array:
+        """Each of the block's items' ``sum_k q_k (s0 - shifted_k)``."""
 
-    def on_items(self, values: Array) -> Array:
-        """``values`` per item, with items that carry no target set to 0."""
+    def on_items(self, values: Array, items: slice = ...) -> Array:
+        """``values`` of the items ``items``, with those that carry no target set to 0."""
 
 
 def dense_dot(xp: Any, q: Array, shifted: Array, out: Array) -> None:
@@ -156,7 +154,9 @@ def index_cross(xp: Any, hit: Array, label: Array, spread_mass: Any, dense: Arra
     mass per item, or one number for all of them.
     """
     if isinstance(hit, float):  # no item without mass: no 0 * inf to guard against
-        loss = hit * (s0 - label) if hit else xp.zeros_like(s0)
+        loss = s0 - label
+        if hit != 1:
+            loss = hit * loss if hit else xp.zeros_like(s0)
     else:
         loss = xp.where(hit == 0, 0, hit * (s0 - label))
     if dense is not None:
@@ -179,7 +179,8 @@ class ClassIndices:
     number without weights, else a vector; None without smoothing) and
     ``mass`` their sum. ``uniform_hit`` is the one value of ``hit`` when every
     item has it (no weights, nothing ignored), else None: the dense pass then
-    works with a number instead of an array.
+    works with a number instead of an array, and ``hit`` and ``mass`` are only
+    made when asked for.
     """
 
     probabilities = None
@@ -191,11 +192,12 @@ class ClassIndices:
         self.valid = None if ignore_index is None else labels != ignore_index
         # An ignored item points at class 0 so that gathering stays in bounds; its mass is 0.
         self.labels = labels if self.valid is None else xp.where(self.valid, labels, 0)
+        self.dtype = dtype
         self.uniform_hit = None
         if weight is None and self.valid is None:
             self.count = labels.size
             self.uniform_hit = 1 - label_smoothing
-            self.hit = xp.full(labels.shape, self.uniform_hit, dtype=dtype)
+            self.uniform_mass = self.uniform_hit + label_smoothing
         else:
             label_weight = (xp.ones(labels.shape, dtype=dtype) if weight is None
                             else weight[self.labels])
@@ -204,21 +206,28 @@ class ClassIndices:
             self.hit = (1 - label_smoothing) * label_weight
         self.spread: Array = None
         self.spread_mass: Any = 0
-        self.mass = self.hit
-        self.sum_names: tuple[str, ...] = ("label",)
         if label_smoothing > 0:
-            self.sum_names = ("label", "dense")
             self.spread = label_smoothing / num_classes
             self.spread_mass = xp.asarray(label_smoothing, dtype=dtype)
             if weight is not None:
                 self.spread = self.spread * weight
                 self.spread_mass = xp.sum(self.spread)
-            self.mass = self.hit + self.on_items(self.spread_mass)
-        self.dtype = dtype
 
-    def on_items(self, values: Array) -> Array:
-        """``values`` per item, with ignored items set to 0."""
-        return values if self.valid is None else self.xp.where(self.valid, values, 0)
+    @functools.cached_property
+    def hit(self) -> Array:
+        """Each item's mass on its label (set in ``__init__`` unless it is uniform)."""
+        return self.xp.full(self.labels.shape, self.uniform_hit, dtype=self.dtype)
+
+    @functools.cached_property
+    def mass(self) -> Array:
+        """Each item's ``sum_k q_k``: its label's mass and the smoothing's."""
+        if self.spread is None:
+            return self.hit
+        return self.hit + self.on_items(self.spread_mass)
+
+    def on_items(self, values: Array, items: slice = slice(None)) -> Array:
+        """``values`` of the items ``items``, with ignored items set to 0."""
+        return values if self.valid is None else self.xp.where(self.valid[items], values, 0)
 
     def spread_of(self, lo: int, hi: int) -> Array:
         """The smoothing's mass on the classes ``lo:hi``, as a vector."""
@@ -235,15 +244,18 @@ class ClassIndices:
     def gather(self, sums: ItemSums, z: Array, m: Array, block: BlockRows) -> None:
         """Each label's shifted logit, read before the block may be overwritten."""
         at = block.starts + self.labels[block.items]
-        self.xp.subtract(z.reshape(-1)[at], m, out=sums.label[block.items])
+        sums.label = z.reshape(-1)[at] - m
 
     def dot(self, sums: ItemSums, shifted: Array, q: Array, block: BlockRows) -> None:
         """The smoothing's ``sum_k spread_k shifted_k`` of each row."""
         if q is not None:
-            dense_dot(self.xp, q, shifted, sums.dense[block.items])
+            sums.dense = self.xp.empty(shifted.shape[0], dtype=shifted.dtype)
+            dense_dot(self.xp, q, shifted, sums.dense)
 
-    def mass_of(self, sums: ItemSums, block: BlockRows) -> Array:
-        """Each item's ``sum_k q_k``, known before the pass."""
+    def mass_of(self, sums: ItemSums, block: BlockRows) -> Any:
+        """Each item's ``sum_k q_k``, known before the pass: one number when uniform."""
+        if self.uniform_hit is not None:
+            return self.uniform_mass
         return self.mass[block.items]
 
     def subtract(self, grad: Array, q: Array, block: BlockRows, divisor: Any,
@@ -260,10 +272,10 @@ class ClassIndices:
     def finish(self) -> None:
         """Class indices were checked in full before the pass."""
 
-    def cross(self, sums: ItemSums, s0: Array) -> Array:
+    def cross(self, sums: ItemSums, s0: Array, block: BlockRows) -> Array:
         """Each item's cross term from its gathered label and smoothing sums."""
         dense = None if self.spread is None else sums.dense
-        hit = self.hit if self.uniform_hit is None else self.uniform_hit
+        hit = self.hit[block.items] if self.uniform_hit is None else self.uniform_hit
         return index_cross(self.xp, hit, sums.label, self.spread_mass, dense, s0)
 
 
@@ -280,7 +292,6 @@ class Probabilities:
                  check: Any = None) -> None:
         self.xp = xp
         self.probabilities = target
-        self.sum_names = ("dense", "mass")
         self.check = check
         self.suspect = False
         self.count = math.prod(target.shape[:-1])
@@ -294,7 +305,7 @@ class Probabilities:
         elif weight is not None:
             self.a = weight
 
-    def on_items(self, values: Array) -> Array:
+    def on_items(self, values: Array, items: slice = slice(None)) -> Array:
         """Every item carries its target."""
         return values
 
@@ -315,12 +326,13 @@ class Probabilities:
 
     def dot(self, sums: ItemSums, shifted: Array, q: Array, block: BlockRows) -> None:
         """Each row's mass ``sum_k q_k`` and ``sum_k q_k shifted_k``."""
-        sums.mass[block.items] = self.xp.sum(q, axis=-1)
-        dense_dot(self.xp, q, shifted, sums.dense[block.items])
+        sums.mass = self.xp.sum(q, axis=-1)
+        sums.dense = self.xp.empty_like(sums.mass)
+        dense_dot(self.xp, q, shifted, sums.dense)
 
     def mass_of(self, sums: ItemSums, block: BlockRows) -> Array:
         """Each item's mass, summed by `dot`."""
-        return sums.mass[block.items]
+        return sums.mass
 
     def subtract(self, grad: Array, q: Array, block: BlockRows, divisor: Any,
                  scratch: Any) -> None:
@@ -334,7 +346,7 @@ class Probabilities:
         if self.suspect:
             self.check()
 
-    def cross(self, sums: ItemSums, s0: Array) -> Array:
+    def cross(self, sums: ItemSums, s0: Array, block: BlockRows) -> Array:
         """Each item's cross term from its mass and dot."""
         return cross_from_sums(self.xp, sums.mass, s0, sums.dense)
 
@@ -355,11 +367,19 @@ def reduction_divisor(xp: Any, count: Any, reduction: str | float, dtype: Any) -
     return count if count else math.inf
 
 
-def reduce_losses(xp: Any, loss: Array, divisor: Any, reduction: str | float) -> Array:
-    """The item losses as the reduction asks: as they are, or summed and divided.
+def divide_total(total: Array, divisor: Any) -> Array:
+    """The summed losses divided by the reduction's divisor (a Python number), in their dtype.
 
-    The sum keeps the losses' dtype and comes back as a NumPy scalar (0-d on CuPy).
+    ``total`` is a NumPy scalar or a 0-d array, and so is the result. NumPy 2
+    keeps a float32 total float32; the cast is for a library that promotes
+    scalars by value and would return float64.
     """
+    mean = total / divisor
+    return mean if mean.dtype == total.dtype else mean.astype(total.dtype)
+
+
+def reduce_losses(xp: Any, loss: Array, divisor: Any, reduction: str | float) -> Array:
+    """The item losses as the reduction asks: as they are, or summed and divided."""
     if reduction == "none":
         return loss
-    return (loss.sum() / divisor).astype(loss.dtype)[()]
+    return divide_total(loss.sum(), divisor)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from . import _checks
 from ._namespace import namespace_of
 from ._pass import Pass
-from ._targets import ClassIndices, Probabilities, reduce_losses, reduction_divisor
+from ._targets import ClassIndices, Probabilities, reduction_divisor
 from ._typing import ArrayLike, DTypeLike, FloatArray, Loss, Reduction
 
 __all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad", "one_hot"]
@@ -58,8 +58,7 @@ def _loss_and_grad(func, logits, target, out, axis, options):
     else:
         grad = xp.moveaxis(out, axis, -1)
     divisor = reduction_divisor(xp, q.count, reduction, dtype)
-    item_losses = Pass(xp, z, q, dtype, z_loss, grad, divisor).losses()
-    return reduce_losses(xp, item_losses, divisor, reduction), out
+    return Pass(xp, z, q, dtype, z_loss, grad, divisor).reduced(reduction), out
 
 
 def cross_entropy(
@@ -199,9 +198,8 @@ def cross_entropy(
     options = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                    z_loss=z_loss, reduction=reduction)
     xp, z, dtype, q, z_loss, reduction = _prepare("cross_entropy", logits, target, axis, **options)
-    item_losses = Pass(xp, z, q, dtype, z_loss).losses()
-    return reduce_losses(xp, item_losses, reduction_divisor(xp, q.count, reduction, dtype),
-                         reduction)
+    divisor = reduction_divisor(xp, q.count, reduction, dtype)
+    return Pass(xp, z, q, dtype, z_loss, divisor=divisor).reduced(reduction)
 
 
 def cross_entropy_grad(
@@ -326,10 +324,10 @@ def cross_entropy_with_grad(
     One ``exp`` per logit serves both results: each row's exponentials are
     written into the gradient buffer, summed for the loss, then scaled in
     place. On NumPy the rows go in blocks of about 1 MiB on two threads
-    (``xentlib._blocked.BLOCK_BYTES`` and ``THREADS``), so with ``out=logits``
-    the extra memory is a few numbers per item; on CuPy the pass takes the
-    whole array at once. ``python -m xentlib.bench`` measures both against
-    torch.
+    (``xentlib._blocked.BLOCK_BYTES`` and ``THREADS``), each block adding up
+    its own items' losses, so with ``out=logits`` the extra memory is a few
+    blocks whatever the batch; on CuPy the pass takes the whole array at once.
+    ``python -m xentlib.bench`` measures both against torch.
 
     Examples
     --------
