@@ -104,6 +104,8 @@ def test_large_vocab_chunked_memory_stays_flat_and_sharded_agrees():
         assert parts["before_first_task"] >= parts["build"] > 0
     table = bench.table_large_vocab(results)
     assert "cluster" in table and "before_first_task" in table
+    for r in results:  # the loss alone, chunked and dense, timed in the same rounds
+        assert r["loss_time_ratio"] == r["seconds"]["chunked loss"] / r["seconds"]["dense loss"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

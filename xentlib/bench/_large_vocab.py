@@ -1,13 +1,18 @@
 """``bench.run_large_vocab``: dense against chunked linear cross-entropy, and sharded on Dask."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from .. import cross_entropy, cross_entropy_with_grad, linear_cross_entropy_with_grad
+from .. import (
+    cross_entropy,
+    cross_entropy_with_grad,
+    linear_cross_entropy,
+    linear_cross_entropy_with_grad,
+)
 from ._methods import _Method, _normal
 from ._timing import _interleaved, _median, _peak_bytes, _Progress
 
@@ -30,6 +35,11 @@ def _chunked_linear_step(hidden: np.ndarray, classifier: np.ndarray,
                          labels: np.ndarray) -> tuple[Any, ...]:
     """The same with `xentlib.linear_cross_entropy_with_grad`: one vocabulary chunk at a time."""
     return tuple(linear_cross_entropy_with_grad(hidden, classifier, labels))
+
+
+def _dense_linear_loss(hidden: np.ndarray, classifier: np.ndarray, labels: np.ndarray) -> Any:
+    """The loss alone, the dense way: the whole logits, then their loss."""
+    return cross_entropy(hidden @ classifier.T, labels)
 
 
 def _large_vocab_arrays(rng: np.random.Generator, rows: int, vocab: int, width: int,
@@ -83,7 +93,10 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
         of the gradients both steps returned), ``logits_bytes`` (in it),
         ``seconds`` and ``memory`` (peak bytes beyond the returned gradients)
         and ``loss`` for ``dense`` and ``chunked``, their ``time_ratio`` and
-        ``memory_ratio`` (chunked / dense), ``loss_difference``, and with
+        ``memory_ratio`` (chunked / dense), ``loss_difference``; ``seconds``
+        also holds ``dense loss`` and ``chunked loss``, the loss alone
+        (`xentlib.linear_cross_entropy` against the dense logits and their
+        loss), and ``loss_time_ratio`` is theirs; and with
         shards: ``dense_loss_seconds``; ``sharded_seconds`` and
         ``sharded_ratio`` (/ dense) on the cluster; ``sharded_threads_seconds``
         and ``sharded_threads_ratio`` on the threaded scheduler;
@@ -101,12 +114,16 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
     >>> from xentlib import bench
     >>> [r] = bench.run_large_vocab(vocabularies=[256], rows=32, width=8, repeat=1)
     >>> r["loss_difference"] < 1e-5, sorted(r["seconds"]), r["dtype"]
-    (True, ['chunked', 'dense'], 'float32')
+    (True, ['chunked', 'chunked loss', 'dense', 'dense loss'], 'float32')
     """
     rng = np.random.default_rng(seed)
     steps = {"dense": _dense_linear_step, "chunked": _chunked_linear_step}
-    # per vocabulary: the memory of each step, its timed rounds, and the sharded rounds
-    total = len(vocabularies) * (len(steps) * (1 + repeat) + (3 * repeat if shards else 0))
+    losses_alone: dict[str, Callable[..., Any]] = {"dense loss": _dense_linear_loss,
+                                                   "chunked loss": linear_cross_entropy}
+    # per vocabulary: the memory of each step, the timed rounds of the steps and of the
+    # losses alone, and the sharded rounds
+    total = len(vocabularies) * (len(steps) + (len(steps) + len(losses_alone)) * repeat
+                                 + (3 * repeat if shards else 0))
     results = []
     with _Progress(total, progress) as bar:
         for vocab in vocabularies:
@@ -120,6 +137,8 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
                 bar.step(f"V={vocab} memory {name}")
             table = {name: _Method("loss+grad", partial(step, *args))
                      for name, step in steps.items()}
+            table |= {name: _Method("loss", partial(loss, *args))
+                      for name, loss in losses_alone.items()}
             seconds = _median(_interleaved(table, repeat, dict.fromkeys(table, 1), bar,
                                            f"V={vocab}"))
             result = dict(
@@ -127,6 +146,7 @@ def run_large_vocab(vocabularies: Sequence[int] = (32768, 131072), rows: int = 4
                 logits_bytes=rows * vocab * max(np.dtype(d).itemsize for d in dtypes),
                 seconds=seconds, memory=memory, loss=losses,
                 time_ratio=seconds["chunked"] / seconds["dense"],
+                loss_time_ratio=seconds["chunked loss"] / seconds["dense loss"],
                 memory_ratio=memory["chunked"] / memory["dense"],
                 loss_difference=abs(losses["chunked"] - losses["dense"]),
             )

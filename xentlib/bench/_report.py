@@ -97,19 +97,22 @@ def _micros(seconds: float) -> str:
 def table_large_vocab(results: Results) -> str:
     """The results of `run_large_vocab` as aligned text, one line per vocabulary size.
 
-    ``threads`` and ``cluster`` are the sharded loss over the dense one; with
-    shards, a second table says where the cluster's time went.
+    ``time`` is the chunked loss and gradients over the dense ones, ``loss``
+    the chunked loss alone over the dense logits and loss; ``threads`` and
+    ``cluster`` are the sharded loss over the dense one. With shards, a second
+    table says where the cluster's time went.
     """
     mib = 2.0**20
     lines = [f"{'V':>7} {'logits':>9} {'dense':>9} {'chunked':>8} {'memory':>7} {'time':>6}"
-             f" {'threads':>8} {'cluster':>8}"]
+             f" {'loss':>6} {'threads':>8} {'cluster':>8}"]
     for r in results:
         sharded = (f"{r['sharded_threads_ratio']:>8.2f} {r['sharded_ratio']:>8.2f}"
                    if "sharded_ratio" in r else "")
         lines.append(f"{r['vocabulary']:>7} {r['logits_bytes'] / mib:>5.0f} MiB"
                      f" {r['memory']['dense'] / mib:>5.0f} MiB"
                      f" {r['memory']['chunked'] / mib:>4.1f} MiB"
-                     f" {r['memory_ratio']:>7.3f} {r['time_ratio']:>6.2f} {sharded}")
+                     f" {r['memory_ratio']:>7.3f} {r['time_ratio']:>6.2f}"
+                     f" {r['loss_time_ratio']:>6.2f} {sharded}")
     breakdowns = [(r["vocabulary"], r["sharded_breakdown"]) for r in results
                   if "sharded_breakdown" in r]
     if breakdowns:
