@@ -378,7 +378,7 @@ def divide_total(total: Array, divisor: Any) -> Array:
     return mean if mean.dtype == total.dtype else mean.astype(total.dtype)
 
 
-def reduce_losses(xp: Any, loss: Array, divisor: Any, reduction: str | float) -> Array:
+def reduce_losses(loss: Array, divisor: Any, reduction: str | float) -> Array:
     """The item losses as the reduction asks: as they are, or summed and divided."""
     if reduction == "none":
         return loss

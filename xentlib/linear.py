@@ -294,7 +294,7 @@ def _losses(func, hidden, classifier, target, bias, chunk_size, options):
     with errstate(xp, invalid="ignore", divide="ignore"):
         loss, s0, lse = item_losses(xp, t, rest, cross, z_loss)
     divisor = reduction_divisor(xp, labels.count, reduction, linear.dtype)
-    loss = reduce_losses(xp, labels.on_items(loss).reshape(batch_shape), divisor, reduction)
+    loss = reduce_losses(labels.on_items(loss).reshape(batch_shape), divisor, reduction)
     coefficient = grad_coefficient(labels.mass, lse, z_loss, divisor)
     dead = rest == -1  # every logit -inf: not even the max's term 1 is there
     return loss, (xp, linear, labels, (t, s0, coefficient, dead), divisor)
